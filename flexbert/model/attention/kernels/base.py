@@ -1,0 +1,72 @@
+"""The contract every attention kernel implements.
+
+Shape legend: T packed tokens (all documents of a batch back to back), N heads,
+H head dim, D documents (sequences) in the pack.
+
+A kernel computes, for every document independently, softmax(q k^T * scale) v
+over the keys of the same document within the window, and nothing else: packed
+documents never attend to each other.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["PackedSeqInfo", "AttentionKernel"]
+
+
+@dataclasses.dataclass
+class PackedSeqInfo:
+    """Where the documents of a packed batch start and end; built once per forward.
+
+    Attributes:
+        cu_seqlens: int32 (D+1,) cumulative document lengths, cu_seqlens[0] == 0,
+            cu_seqlens[-1] == T.
+        max_seqlen: the longest document, as a Python int (kernels need it on the host).
+        cache: per-batch derived data a kernel may keep for reuse by every layer
+            (block masks, document ids, ...), keyed by a name the kernel chooses
+            that includes the window. Lives only as long as this object (one forward).
+    """
+
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
+
+    @property
+    def num_seqs(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+
+class AttentionKernel:
+    """How attention runs; subclasses register in `flexbert.model.attention.kernels`.
+
+    `window` is the half-width of sliding-window attention: a query at position i
+    sees keys j of its own document with |i - j| <= window (HF ModernBERT's
+    `local_attention = 128` is window 64: 129 keys). None means global attention.
+    """
+
+    name: ClassVar[str]
+    supports_dropout: ClassVar[bool] = True
+
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this kernel cannot run on `device` / `dtype`, or None when it can."""
+        return None
+
+    def __call__(
+        self,
+        q_TNH: torch.Tensor,
+        k_TNH: torch.Tensor,
+        v_TNH: torch.Tensor,
+        seqs: PackedSeqInfo,
+        window: int | None,
+        dropout_p: float,
+        scale: float,
+    ) -> torch.Tensor:
+        """Return the attention output, shape (T, N, H), same dtype as q."""
+        raise NotImplementedError
