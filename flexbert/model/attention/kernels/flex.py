@@ -1,0 +1,188 @@
+"""`flex`: FlexAttention over a packed batch with a document + sliding-window block mask.
+
+Shape legend: T packed tokens, P tokens after padding T up to a multiple of the
+block size, N heads, H head dim, D documents, Q / K query / key blocks.
+
+The block mask is built directly from the document boundaries, block by block
+(O((P / 128)^2) work, no T x T mask is ever materialised), once per batch and
+window; it is kept in `PackedSeqInfo.cache` so every layer of a forward reuses it.
+On CUDA FlexAttention runs torch.compile'd (eager FlexAttention is a slow dense
+reference there); on CPU it runs eagerly, because compiled FlexAttention does not
+support CPU in torch 2.7.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+
+__all__ = ["FlexKernel", "BLOCK_SIZE", "build_block_mask", "document_ids"]
+
+BLOCK_SIZE = 128  # FlexAttention's default tile: P is padded to a multiple of it
+
+_compiled_flex: Callable | None = None  # torch.compile(flex_attention), made on first CUDA call
+
+
+def _flex_available() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+
+
+def _flex_fn(device: torch.device) -> Callable:
+    """Return flex_attention, compiled (once per process) when running on CUDA."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex
+
+
+def document_ids(cu_seqlens: torch.Tensor, length: int, device: torch.device) -> torch.Tensor:
+    """Document index of every position, padding positions (>= cu_seqlens[-1]) in document D.
+
+    Args:
+        cu_seqlens: (D+1,) int cumulative document lengths.
+        length: number of positions P to label (P >= cu_seqlens[-1]).
+        device: where the result lives.
+    Returns:
+        (P,) int64, non-decreasing.
+    """
+    ends = cu_seqlens[1:].to(device=device, dtype=torch.int64)
+    positions = torch.arange(length, device=device, dtype=torch.int64)
+    # Number of documents that end at or before t = index of t's document.
+    return torch.searchsorted(ends, positions, right=True)
+
+
+def _mask_mod_for(doc_P: torch.Tensor, window: int | None) -> Callable:
+    """Element-wise rule: same document, and |i - j| <= window unless global."""
+    if window is None:
+
+        def same_doc(b, h, q_idx, kv_idx):
+            return doc_P[q_idx] == doc_P[kv_idx]
+
+        return same_doc
+
+    def same_doc_in_window(b, h, q_idx, kv_idx):
+        return (doc_P[q_idx] == doc_P[kv_idx]) & ((q_idx - kv_idx).abs() <= window)
+
+    return same_doc_in_window
+
+
+def _ordered_indices(blocks_QK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count per query block, kv block indices with the selected ones first, ascending)."""
+    num = blocks_QK.sum(-1, dtype=torch.int32)
+    # A stable descending sort on the 0/1 flags lists selected blocks first, in order.
+    idx = torch.argsort(blocks_QK.to(torch.int8), dim=-1, descending=True, stable=True)
+    return num[None, None], idx.to(torch.int32)[None, None]
+
+
+def build_block_mask(cu_seqlens: torch.Tensor, padded_len: int, window: int | None,
+                     device: torch.device, block_size: int = BLOCK_SIZE):
+    """Build the FlexAttention BlockMask of a packed batch from its document boundaries.
+
+    A (query block, key block) tile is *full* (no element mask needed) when both
+    blocks lie inside one and the same document and every pair is within the window;
+    it is *partial* (the element rule `mask_mod` decides) when the blocks share a
+    document range and come within `window` of each other, and skipped otherwise.
+    Partial is a safe over-approximation: the element rule is exact.
+
+    Args:
+        cu_seqlens: (D+1,) int cumulative document lengths, cu_seqlens[-1] <= padded_len.
+        padded_len: P, a multiple of `block_size`; positions past cu_seqlens[-1]
+            form one extra document of padding.
+        window: half-width (|i - j| <= window), or None for global attention.
+        device: where the mask lives (the device of q).
+        block_size: tile size of the mask.
+    Returns:
+        A BlockMask of shape (1, 1, P, P), broadcast over heads.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    assert padded_len % block_size == 0, (padded_len, block_size)
+    doc_P = document_ids(cu_seqlens, padded_len, device)
+    doc_QB = doc_P.view(-1, block_size)
+    first, last = doc_QB[:, 0], doc_QB[:, -1]  # doc ids are sorted: each block holds first..last
+    shares_doc = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None])
+    one_doc = first == last
+    full = shares_doc & one_doc[:, None] & one_doc[None, :]  # both blocks inside the same doc
+    if window is not None:
+        blocks = torch.arange(doc_QB.shape[0], device=device)
+        dist = (blocks[:, None] - blocks[None, :]).abs() * block_size
+        nearest = (dist - (block_size - 1)).clamp(min=0)  # closest pair of positions
+        farthest = dist + (block_size - 1)
+        shares_doc = shares_doc & (nearest <= window)
+        full = full & (farthest <= window)
+    partial = shares_doc & ~full
+    kv_num, kv_idx = _ordered_indices(partial)
+    full_num, full_idx = _ordered_indices(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
+                                    mask_mod=_mask_mod_for(doc_P, window))
+
+
+@KERNELS.register("flex")
+class FlexKernel(AttentionKernel):
+    """FlexAttention with a per-batch document + window block mask; no attention dropout."""
+
+    name = "flex"
+    supports_dropout = False
+
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why FlexAttention cannot run on `device` / `dtype`, or None."""
+        device = torch.device(device)
+        if not _flex_available():
+            return "torch too old: needs FlexAttention (torch >= 2.5)"
+        if not dtype.is_floating_point:
+            return f"needs a floating-point dtype, got {dtype}"
+        if device.type == "cpu":
+            return None  # eager FlexAttention: a dense reference, fine for tests and debugging
+        if device.type != "cuda":
+            return f"runs on CUDA or CPU only, not {device.type}"
+        if not torch.cuda.is_available():
+            return "needs CUDA (torch.cuda.is_available() is False)"
+        if importlib.util.find_spec("triton") is None:
+            return "needs triton to compile FlexAttention on CUDA"
+        return None
+
+    def block_mask(self, seqs: PackedSeqInfo, total: int, window: int | None, device: torch.device):
+        """Return (block mask, padded length P) for `total` tokens and `window`, built once."""
+        key = f"flex_block_mask:window={window}:{device}"
+        if key not in seqs.cache:
+            padded = -(-total // BLOCK_SIZE) * BLOCK_SIZE
+            seqs.cache[key] = (build_block_mask(seqs.cu_seqlens, padded, window, device), padded)
+        return seqs.cache[key]
+
+    def __call__(self, q_TNH, k_TNH, v_TNH, seqs: PackedSeqInfo, window: int | None,
+                 dropout_p: float, scale: float) -> torch.Tensor:
+        """Attention of packed documents.
+
+        Args:
+            q_TNH, k_TNH, v_TNH: (T, N, H) queries, keys, values.
+            seqs: document boundaries of the pack (cu_seqlens[-1] == T).
+            window: half-width of the sliding window, None for global.
+            dropout_p: must be 0 (FlexAttention has no attention dropout).
+            scale: softmax scale applied to q k^T.
+        Returns:
+            (T, N, H) in the dtype of q.
+        """
+        if dropout_p > 0:
+            raise ValueError("the flex attention kernel has no attention dropout; "
+                             "set model.attention_dropout: 0.0 or pick another kernel")
+        total = q_TNH.shape[0]
+        mask, padded = self.block_mask(seqs, total, window, q_TNH.device)
+        pad = padded - total
+
+        def to_1NPH(x_TNH):
+            # Padding rows are zeros in their own document: they only see each other.
+            x_PNH = F.pad(x_TNH, (0, 0, 0, 0, 0, pad)) if pad else x_TNH
+            return x_PNH.transpose(0, 1).unsqueeze(0)
+
+        out_1NPH = _flex_fn(q_TNH.device)(to_1NPH(q_TNH), to_1NPH(k_TNH), to_1NPH(v_TNH),
+                                          block_mask=mask, scale=scale)
+        return out_1NPH[0].transpose(0, 1)[:total]
