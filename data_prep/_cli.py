@@ -1,0 +1,30 @@
+"""Shared bits of the data_prep command lines: import path, logging, error -> exit code 2."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+# Let `python data_prep/X.py` work from a checkout without `pip install -e .`.
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+EXIT_BAD_INPUT = 2
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input or flags: reported as one line, exit code 2."""
+    from flexbert.data.readers import InputError
+    from flexbert.data.tokenizer import TokenizerError
+
+    return (InputError, TokenizerError, FileExistsError, ValueError)
+
+
+def fail(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
