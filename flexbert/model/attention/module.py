@@ -1,0 +1,81 @@
+"""The attention block and its variants (model.attention): what attention computes.
+
+Shape legend: T packed tokens, D hidden size, N heads, H head dim (D = N * H).
+
+Wqkv (fused, rows [q all heads; k all heads; v all heads], each head contiguous, as HF)
+-> optional rotation of q and k (`rope`) or none (`plain`)
+-> the attention kernel (how it runs; chosen once per device, see FlexBertModel)
+-> Wo -> dropout (attn_out_dropout; ModernBERT trained with 0.1 here).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from flexbert.config.model import FlexBertConfig, LayerSpec
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.rope import apply_rope, rope_cos_sin
+from flexbert.model.registries import ATTENTIONS
+
+__all__ = ["PlainAttention", "RopeAttention", "build_attention"]
+
+
+@ATTENTIONS.register("plain")
+class PlainAttention(nn.Module):
+    """Multi-head self-attention over packed documents, no position rotation."""
+
+    init_roles: ClassVar[dict[str, str]] = {"Wqkv": "in", "Wo": "out"}
+
+    def __init__(self, config: FlexBertConfig, spec: LayerSpec):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.window = spec.window
+        self.rope_theta = spec.rope_theta
+        self.attention_dropout = config.attention_dropout
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.out_drop = nn.Dropout(config.attn_out_dropout)
+
+    def rotate(self, q_TNH: torch.Tensor, k_TNH: torch.Tensor, seqs: PackedSeqInfo,
+               position_ids_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add position information to q and k; none for plain attention."""
+        return q_TNH, k_TNH
+
+    def forward(self, x_TD: torch.Tensor, seqs: PackedSeqInfo, position_ids_T: torch.Tensor,
+                kernel: AttentionKernel) -> torch.Tensor:
+        """Attend within each document (and window).
+
+        Args:
+            x_TD: (T, D) normalised hidden states.
+            seqs: document boundaries of the pack.
+            position_ids_T: (T,) positions restarting at 0 per document.
+            kernel: the resolved attention kernel.
+        Returns:
+            (T, D).
+        """
+        T = x_TD.shape[0]
+        qkv_T3NH = self.Wqkv(x_TD).view(T, 3, self.num_heads, self.head_dim)
+        q_TNH, k_TNH, v_TNH = qkv_T3NH.unbind(dim=1)
+        q_TNH, k_TNH = self.rotate(q_TNH, k_TNH, seqs, position_ids_T)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        out_TNH = kernel(q_TNH, k_TNH, v_TNH, seqs, self.window, dropout_p, self.head_dim ** -0.5)
+        return self.out_drop(self.Wo(out_TNH.reshape(T, self.num_heads * self.head_dim)))
+
+
+@ATTENTIONS.register("rope")
+class RopeAttention(PlainAttention):
+    """Self-attention with rotary position embeddings (HF ModernBertAttention)."""
+
+    def rotate(self, q_TNH: torch.Tensor, k_TNH: torch.Tensor, seqs: PackedSeqInfo,
+               position_ids_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q and k by their positions with this layer's theta."""
+        cos_TH, sin_TH = rope_cos_sin(seqs, position_ids_T, self.head_dim, self.rope_theta)
+        return apply_rope(q_TNH, cos_TH, sin_TH), apply_rope(k_TNH, cos_TH, sin_TH)
+
+
+def build_attention(config: FlexBertConfig, spec: LayerSpec) -> nn.Module:
+    """Return the configured attention block for a layer of type `spec`."""
+    return ATTENTIONS.get(config.attention, "model.attention")(config, spec)

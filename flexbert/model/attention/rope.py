@@ -1,0 +1,62 @@
+"""Rotary position embeddings (RoPE), pure PyTorch, as HF ModernBERT computes them.
+
+Shape legend: T packed tokens, N heads, H head dim.
+
+Rotate-half (GPT-NeoX) convention over the full head dim:
+inv_freq = 1 / theta ** (arange(0, H, 2) / H); angle(t, f) = position_t * inv_freq_f;
+x_rot = x * cos + rotate_half(x) * sin, with cos/sin = cat(angle, angle).cos()/sin().
+Angles are computed in fp32 from the positions (which restart at 0 for every
+document), so bf16 training does not lose precision in the angles.
+"""
+from __future__ import annotations
+
+import torch
+
+from flexbert.model.attention.kernels.base import PackedSeqInfo
+
+__all__ = ["inv_frequencies", "rope_cos_sin", "rotate_half", "apply_rope"]
+
+
+def inv_frequencies(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
+    """Return the (H/2,) fp32 inverse frequencies 1 / theta ** (2i / H)."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+    return 1.0 / (theta ** exponent)
+
+
+def rope_cos_sin(seqs: PackedSeqInfo, position_ids_T: torch.Tensor, head_dim: int,
+                 theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return fp32 (cos_TH, sin_TH) for the batch, computed once per theta and reused by every layer.
+
+    Args:
+        seqs: the batch's PackedSeqInfo; its cache keeps the result for this forward.
+        position_ids_T: (T,) position of each token inside its document.
+        head_dim: H.
+        theta: RoPE base of the layer.
+    """
+    key = f"rope:{head_dim}:{theta!r}"
+    cached = seqs.cache.get(key)
+    if cached is None:
+        inv_freq = inv_frequencies(head_dim, theta, device=position_ids_T.device)
+        angles_TF = position_ids_T.float()[:, None] * inv_freq[None, :]
+        angles_TH = torch.cat((angles_TF, angles_TF), dim=-1)
+        cached = (angles_TH.cos(), angles_TH.sin())
+        seqs.cache[key] = cached
+    return cached
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dim."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x_TNH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys; computed in fp32, returned in x's dtype.
+
+    Args:
+        x_TNH: (T, N, H) queries or keys.
+        cos_TH, sin_TH: (T, H) fp32 from rope_cos_sin.
+    """
+    x = x_TNH.float()
+    out = x * cos_TH[:, None, :] + rotate_half(x) * sin_TH[:, None, :]
+    return out.to(x_TNH.dtype)
