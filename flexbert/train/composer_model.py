@@ -1,0 +1,151 @@
+"""Composer wrapper around FlexBertForMaskedLM, and the DataSpec for packed batches.
+
+The wrapped model lives at attribute `model`, so checkpoint keys are `model.<HF name>`
+and the exporter only strips the `model.` prefix.
+
+Metrics (train and eval): `MaskedAccuracy` (argmax == label on masked positions) and
+`MaskedLoss` (token-weighted mean cross-entropy over masked positions). Eval also reports
+`Perplexity` = exp(eval loss over all masked tokens of the eval set).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from composer.core import DataSpec
+from composer.models import ComposerModel
+from torchmetrics import Metric
+
+__all__ = ["FlexBertComposerModel", "MaskedAccuracy", "MaskedLoss", "Perplexity", "packed_data_spec"]
+
+IGNORE = -100
+#: Keys of a packed batch the model takes as inputs (see docs/ARCHITECTURE.md).
+MODEL_INPUTS = ("input_ids", "labels", "cu_seqlens", "max_seqlen", "position_ids")
+
+
+def _masked_logits_labels(outputs: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) restricted to positions where the MLM loss applies.
+
+    With sparse prediction the model already returns only labelled rows and their labels
+    (`outputs.labels`); otherwise logits cover every token and are filtered here.
+    """
+    logits = outputs.logits
+    labels = getattr(outputs, "labels", None)
+    if labels is None or labels.shape[0] != logits.shape[0]:
+        labels = batch["labels"].to(logits.device)
+    logits = logits.reshape(-1, logits.shape[-1])
+    labels = labels.reshape(-1)
+    keep = labels != IGNORE
+    return logits[keep], labels[keep]
+
+
+class MaskedAccuracy(Metric):
+    """Fraction of masked positions whose argmax prediction equals the original token."""
+
+    full_state_update = False
+
+    def __init__(self, dist_sync_on_step: bool = False):
+        super().__init__(dist_sync_on_step=dist_sync_on_step)
+        self.add_state("correct", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.correct += (logits.argmax(-1) == labels).sum().float()
+        self.total += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct / self.total.clamp(min=1)
+
+
+class MaskedLoss(Metric):
+    """Mean cross-entropy over every masked token seen (token-weighted, not batch-weighted)."""
+
+    full_state_update = False
+
+    def __init__(self, dist_sync_on_step: bool = False):
+        super().__init__(dist_sync_on_step=dist_sync_on_step)
+        self.add_state("sum_loss", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if labels.numel():
+            self.sum_loss += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+        self.total += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.sum_loss / self.total.clamp(min=1)).float()
+
+
+class Perplexity(MaskedLoss):
+    """exp(mean masked cross-entropy)."""
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(super().compute().clamp(max=math.log(torch.finfo(torch.float32).max)))
+
+
+class FlexBertComposerModel(ComposerModel):
+    """ComposerModel for masked-LM pretraining on packed batches.
+
+    Args:
+        model: a FlexBertForMaskedLM (kept as attribute `model`).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.train_metrics = {"MaskedAccuracy": MaskedAccuracy(), "MaskedLoss": MaskedLoss()}
+        self.eval_metrics = {"MaskedAccuracy": MaskedAccuracy(), "MaskedLoss": MaskedLoss(), "Perplexity": Perplexity()}
+
+    def forward(self, batch: Mapping[str, Any]) -> Any:
+        device = next(self.model.parameters()).device
+        kwargs = {}
+        for key in MODEL_INPUTS:
+            value = batch.get(key)
+            if isinstance(value, torch.Tensor):
+                value = value.to(device, non_blocking=True)
+            kwargs[key] = value
+        if isinstance(kwargs["max_seqlen"], torch.Tensor):
+            kwargs["max_seqlen"] = int(kwargs["max_seqlen"])  # kernels need it on the host
+        return self.model(**kwargs)
+
+    def loss(self, outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: Mapping[str, Any], outputs: Any | None = None) -> Any:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: Any, outputs: Any, metric: Metric) -> None:
+        logits, labels = _masked_logits_labels(outputs, batch)
+        metric.update(logits.detach(), labels)
+
+
+def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec:
+    """DataSpec for FlexBERT packed batches.
+
+    `split_batch` splits by packing rows (gradient accumulation keeps whole rows);
+    samples = rows; tokens = real (non-pad) tokens, plus `loss_generating` = labelled
+    tokens so that Composer can weight microbatches by masked tokens
+    (`accumulate_train_batch_on_tokens`), making accumulation equal to one big batch.
+    """
+    from flexbert.data.batching import num_samples as rows_in
+    from flexbert.data.batching import num_tokens as tokens_in
+    from flexbert.data.batching import split_packed_batch
+
+    def get_tokens(batch: Mapping[str, Any]) -> dict[str, int]:
+        return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE).sum())}
+
+    def split(batch: Mapping[str, Any], microbatch_size: int | float) -> list:
+        return list(split_packed_batch(batch, int(microbatch_size)))
+
+    return DataSpec(
+        loader,
+        num_samples=num_samples,
+        split_batch=split,
+        get_num_samples_in_batch=lambda b: int(rows_in(b)),
+        get_num_tokens_in_batch=get_tokens,
+    )

@@ -1,0 +1,42 @@
+"""Train a FlexBERT encoder: `composer train.py yamls/RUN.yaml [dotted.key=value ...] [--dry-run]`.
+
+Also runs as `python train.py ...` (one process). This file only wires: the config is
+loaded and validated by `flexbert.config.loading`, everything is built by
+`flexbert.train.builder`, and `--dry-run` (`flexbert.train.dryrun`) prints the resolved
+config, model size, FLOPs per token and the schedules over the run without training.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flexbert.config.loading import load_run_config
+from flexbert.config.strict import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="run YAML, e.g. yamls/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. optimizer.lr=1e-3")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and schedules, do not train")
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_run_config(args.config, args.overrides)
+        if args.dry_run:
+            from flexbert.train.dryrun import dry_run_report
+
+            print(dry_run_report(loaded))
+            return 0
+        from flexbert.train.builder import build_trainer, finish_run
+
+        run = build_trainer(loaded)
+    except ConfigError as e:  # a user mistake: one clear line, no traceback
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    run.trainer.fit()
+    finish_run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
