@@ -1,0 +1,176 @@
+"""Load a pretrained FlexBERT encoder and turn it into FlexBertForSequenceClassification.
+
+Three checkpoint kinds are recognised by what is on disk:
+
+* ``composer``: a Composer checkpoint file (``*.pt``; ``state['state']['model']`` holds
+  ``model.<FlexBertForMaskedLM name>``) with the run's ``config.yaml`` beside it;
+* ``flexbert``: a folder with ``model.safetensors`` + ``config.yaml`` (`flexbert.export.save_flexbert`);
+* ``hf``: a Hugging Face ModernBERT folder (``config.json`` + weights), via `flexbert.export.load_hf`.
+
+Weights are read with safetensors or ``torch.load(weights_only=True)`` only. The classifier
+gets the encoder (``model.*``) and, optionally, the MLM head's dense + norm (``head.*``, as
+Hugging Face does since the names match); everything else is newly initialised and reported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "Pretrained", "LoadReport", "checkpoint_kind", "load_pretrained", "build_classifier",
+           "find_tokenizer"]
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """The checkpoint path is not a loadable FlexBERT / HF ModernBERT model; says what was expected."""
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A loaded masked-LM model and where it came from."""
+
+    model: torch.nn.Module  # FlexBertForMaskedLM
+    kind: str  # composer | flexbert | hf
+    path: str
+    config_file: str | None  # config.yaml / config.json the config was read from
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What the classifier got from the checkpoint."""
+
+    loaded: list[str]
+    newly_initialised: list[str]
+    unused: list[str]
+
+    def summary(self) -> str:
+        return (f"{len(self.loaded)} tensors loaded from the checkpoint; newly initialised: "
+                f"{', '.join(self.newly_initialised) or 'none'}; unused: {', '.join(self.unused) or 'none'}")
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """`composer`, `flexbert` or `hf` from what is on disk; CheckpointError otherwise."""
+    p = Path(path)
+    if p.is_file():
+        if not (p.parent / "config.yaml").is_file():
+            raise CheckpointError(f"{p}: a Composer checkpoint needs the run's config.yaml beside it "
+                                  f"(no {p.parent / 'config.yaml'}); copy it there")
+        return "composer"
+    if p.is_dir():
+        has_weights = any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json",
+                                                       "pytorch_model.bin", "pytorch_model.bin.index.json"))
+        if (p / "config.yaml").is_file() and has_weights:
+            return "flexbert"
+        if (p / "config.json").is_file() and has_weights:
+            return "hf"
+        raise CheckpointError(f"{p}: not a model folder; expected model.safetensors with config.yaml (FlexBERT) "
+                              "or with config.json (Hugging Face ModernBERT)")
+    raise CheckpointError(f"{p}: no such file or folder")
+
+
+def _load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load `sd` into a FlexBertForMaskedLM, naming every missing / unexpected / mis-shaped tensor."""
+    own = model.state_dict()
+    tied = model.config.tie_word_embeddings
+    optional = {"decoder.weight"} if tied else set()  # the tied copy may be absent (it is the embedding)
+    missing = sorted(set(own) - set(sd) - optional)
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(f"{k}: file {tuple(sd[k].shape)}, model {tuple(own[k].shape)}"
+                   for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{source}: weights do not fit the config beside it: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}, wrong shapes {wrong[:8]}")
+    if tied:
+        sd = {k: v for k, v in sd.items() if k != "decoder.weight"}
+    model.load_state_dict(sd, strict=False)
+
+
+def load_pretrained(path: str | os.PathLike) -> Pretrained:
+    """Load a FlexBertForMaskedLM from any of the three checkpoint kinds."""
+    from flexbert.config.model import load_model_config
+    from flexbert.export.io import fix_prefixes, read_composer_weights, read_weights
+    from flexbert.export.mapping import ExportError
+    from flexbert.model import FlexBertForMaskedLM
+
+    p = Path(path)
+    kind = checkpoint_kind(p)
+    try:
+        if kind == "hf":
+            from flexbert.export import load_hf
+
+            return Pretrained(load_hf(p), kind, str(p), str(p / "config.json"))
+        config_file = (p.parent if kind == "composer" else p) / "config.yaml"
+        model = FlexBertForMaskedLM(load_model_config(config_file))
+        raw = read_composer_weights(p) if kind == "composer" else read_weights(p)
+        # Composer saves the wrapper's keys (`model.` + FlexBERT names); fix_prefixes decides by matching.
+        _load_strict(model, fix_prefixes(raw, set(model.state_dict())), str(p))
+    except ExportError as e:
+        raise CheckpointError(str(e)) from None
+    return Pretrained(model, kind, str(p), str(config_file))
+
+
+def find_tokenizer(pre: Pretrained, explicit: str | None) -> str:
+    """The tokenizer folder: `explicit`, else the checkpoint folder, else config.yaml's `tokenizer:`."""
+    if explicit:
+        return explicit
+    folder = Path(pre.path) if pre.kind != "composer" else Path(pre.path).parent
+    if (folder / "tokenizer.json").is_file():
+        return str(folder)
+    if pre.config_file and pre.config_file.endswith(".yaml"):
+        from omegaconf import OmegaConf
+
+        recorded = OmegaConf.load(pre.config_file).get("tokenizer")
+        if recorded:
+            # Recorded as given at training time: relative to that run's working directory,
+            # which is usually the repository root; also try relative to the config file.
+            for candidate in (Path(recorded), Path(pre.config_file).parent / recorded):
+                if (candidate / "tokenizer.json").is_file():
+                    return str(candidate)
+            raise CheckpointError(f"{pre.config_file} names tokenizer '{recorded}', which is not found from here; "
+                                  "pass --tokenizer DIR")
+    raise CheckpointError(f"no tokenizer found for {pre.path} (no tokenizer.json in {folder}, no 'tokenizer:' "
+                          "in its config); pass --tokenizer DIR")
+
+
+def build_classifier(pre: Pretrained, num_labels: int, *, regression: bool, pooling: str | None = None,
+                     classifier_dropout: float | None = None,
+                     init_head_from_mlm: bool = True) -> tuple[torch.nn.Module, LoadReport]:
+    """A FlexBertForSequenceClassification with the pretrained encoder weights copied in.
+
+    Args:
+        pre: the loaded masked-LM model.
+        num_labels: classes (1 for regression).
+        regression: sets problem_type so the loss never depends on the label dtype.
+        pooling, classifier_dropout: override the checkpoint config (None keeps it).
+        init_head_from_mlm: also copy `head.*` (dense + norm of the MLM head).
+
+    Seed the RNG before calling: the new weights come from the model's own initialiser.
+    """
+    from flexbert.model import FlexBertForSequenceClassification
+
+    changes: dict[str, Any] = {"num_labels": num_labels,
+                               "problem_type": "regression" if regression else "single_label_classification"}
+    if pooling is not None:
+        changes["classifier_pooling"] = pooling
+    if classifier_dropout is not None:
+        changes["classifier_dropout"] = classifier_dropout
+    cfg = dataclasses.replace(pre.model.config, **changes)
+    clf = FlexBertForSequenceClassification(cfg)
+    src = pre.model.state_dict()
+    own = clf.state_dict()
+    prefixes = ("model.", "head.") if init_head_from_mlm else ("model.",)
+    take = {k: v for k, v in src.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+    missing_encoder = sorted(k for k in own if k.startswith("model.") and k not in take)
+    if missing_encoder:  # same config on both sides: this is a bug, not a user error
+        raise CheckpointError(f"{pre.path}: encoder tensors missing from the checkpoint: {missing_encoder[:8]}")
+    clf.load_state_dict(take, strict=False)
+    report = LoadReport(loaded=sorted(take), newly_initialised=sorted(set(own) - set(take)),
+                        unused=sorted(set(src) - set(take)))
+    log.info("classifier from %s checkpoint %s: %s", pre.kind, pre.path, report.summary())
+    return clf, report
