@@ -16,7 +16,7 @@ from torch import nn
 
 from flexbert.config.model import FlexBertConfig, LayerSpec
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
-from flexbert.model.attention.rope import apply_rope, rope_cos_sin
+from flexbert.model.attention.rope import apply_rope, rope_cos_signed_sin
 from flexbert.model.registries import ATTENTIONS
 
 __all__ = ["PlainAttention", "RopeAttention", "build_attention"]
@@ -39,10 +39,9 @@ class PlainAttention(nn.Module):
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attn_out_dropout)
 
-    def rotate(self, q_TNH: torch.Tensor, k_TNH: torch.Tensor, seqs: PackedSeqInfo,
-               position_ids_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add position information to q and k; none for plain attention."""
-        return q_TNH, k_TNH
+    def rotate(self, qk_T2NH: torch.Tensor, seqs: PackedSeqInfo, position_ids_T: torch.Tensor) -> torch.Tensor:
+        """Add position information to q and k (stacked on dim 1); none for plain attention."""
+        return qk_T2NH
 
     def forward(self, x_TD: torch.Tensor, seqs: PackedSeqInfo, position_ids_T: torch.Tensor,
                 kernel: AttentionKernel) -> torch.Tensor:
@@ -58,8 +57,9 @@ class PlainAttention(nn.Module):
         """
         T = x_TD.shape[0]
         qkv_T3NH = self.Wqkv(x_TD).view(T, 3, self.num_heads, self.head_dim)
-        q_TNH, k_TNH, v_TNH = qkv_T3NH.unbind(dim=1)
-        q_TNH, k_TNH = self.rotate(q_TNH, k_TNH, seqs, position_ids_T)
+        # q and k are rotated together, straight from the fused projection (no per-tensor copies).
+        q_TNH, k_TNH = self.rotate(qkv_T3NH[:, :2], seqs, position_ids_T).unbind(dim=1)
+        v_TNH = qkv_T3NH[:, 2]
         dropout_p = self.attention_dropout if self.training else 0.0
         out_TNH = kernel(q_TNH, k_TNH, v_TNH, seqs, self.window, dropout_p, self.head_dim ** -0.5)
         return self.out_drop(self.Wo(out_TNH.reshape(T, self.num_heads * self.head_dim)))
@@ -69,11 +69,10 @@ class PlainAttention(nn.Module):
 class RopeAttention(PlainAttention):
     """Self-attention with rotary position embeddings (HF ModernBertAttention)."""
 
-    def rotate(self, q_TNH: torch.Tensor, k_TNH: torch.Tensor, seqs: PackedSeqInfo,
-               position_ids_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate q and k by their positions with this layer's theta."""
-        cos_TH, sin_TH = rope_cos_sin(seqs, position_ids_T, self.head_dim, self.rope_theta)
-        return apply_rope(q_TNH, cos_TH, sin_TH), apply_rope(k_TNH, cos_TH, sin_TH)
+    def rotate(self, qk_T2NH: torch.Tensor, seqs: PackedSeqInfo, position_ids_T: torch.Tensor) -> torch.Tensor:
+        """Rotate q and k (one pass over both) by their positions with this layer's theta."""
+        cos_TH, ssin_TH = rope_cos_signed_sin(seqs, position_ids_T, self.head_dim, self.rope_theta)
+        return apply_rope(qk_T2NH, cos_TH, ssin_TH, signed_sin=True)
 
 
 def build_attention(config: FlexBertConfig, spec: LayerSpec) -> nn.Module:

@@ -14,7 +14,7 @@ import torch
 
 from flexbert.model.attention.kernels.base import PackedSeqInfo
 
-__all__ = ["inv_frequencies", "rope_cos_sin", "rotate_half", "apply_rope"]
+__all__ = ["inv_frequencies", "rope_cos_sin", "rope_cos_signed_sin", "rotate_half", "apply_rope"]
 
 
 def inv_frequencies(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
@@ -44,19 +44,47 @@ def rope_cos_sin(seqs: PackedSeqInfo, position_ids_T: torch.Tensor, head_dim: in
     return cached
 
 
+def rope_cos_signed_sin(seqs: PackedSeqInfo, position_ids_T: torch.Tensor, head_dim: int,
+                        theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return fp32 (cos_TH, ssin_TH) with ssin = cat(-sin_half, sin_half), cached like rope_cos_sin.
+
+    x * cos + rotate_half(x) * sin == x * cos + swap_halves(x) * ssin exactly ((-a) * b == a * (-b)
+    in IEEE arithmetic), which saves the negation pass over q and k in every layer.
+    """
+    key = f"rope-ssin:{head_dim}:{theta!r}"
+    cached = seqs.cache.get(key)
+    if cached is None:
+        cos_TH, sin_TH = rope_cos_sin(seqs, position_ids_T, head_dim, theta)
+        half = head_dim // 2
+        cached = (cos_TH, torch.cat((-sin_TH[:, :half], sin_TH[:, half:]), dim=-1))
+        seqs.cache[key] = cached
+    return cached
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(x1, x2) -> (-x2, x1) on the two halves of the last dim."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rope(x_TNH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys; computed in fp32, returned in x's dtype.
+def apply_rope(x_TH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor,
+               signed_sin: bool = False) -> torch.Tensor:
+    """Rotate queries and/or keys; computed in fp32, returned in x's dtype.
 
     Args:
-        x_TNH: (T, N, H) queries or keys.
-        cos_TH, sin_TH: (T, H) fp32 from rope_cos_sin.
+        x_TH: (T, ..., H), e.g. (T, N, H) queries or keys, or (T, 2, N, H) both at once
+            (a strided view of the fused qkv projection is fine; no copy is made of it).
+        cos_TH, sin_TH: (T, H) fp32 from rope_cos_sin, or (cos_TH, ssin_TH) from
+            rope_cos_signed_sin with signed_sin=True (same result, one pass less).
     """
-    x = x_TNH.float()
-    out = x * cos_TH[:, None, :] + rotate_half(x) * sin_TH[:, None, :]
-    return out.to(x_TNH.dtype)
+    x = x_TH.float()
+    bshape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    if not signed_sin:
+        half = x.shape[-1] // 2
+        sin_TH = torch.cat((-sin_TH[:, :half], sin_TH[:, half:]), dim=-1)
+    x1, x2 = x.chunk(2, dim=-1)
+    rot = torch.cat((x2, x1), dim=-1)
+    rot.mul_(sin_TH.view(bshape))
+    out = x * cos_TH.view(bshape)
+    out.add_(rot)
+    return out.to(x_TH.dtype)

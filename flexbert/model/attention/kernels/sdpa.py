@@ -2,11 +2,17 @@
 
 Shape legend: T packed tokens, N heads, H head dim, D documents, L = max_seqlen.
 
-The pack is scattered into (D, N, L, H) and attended with one boolean mask
-(True = may attend) combining key padding and, for local layers, the window
-|i - j| <= window. Runs on any device and dtype; the fast choice on CPU.
-The layout (document id and position of each token) and the masks are built once
-per forward and kept in `seqs.cache` for every layer.
+The pack is gathered into (D, L, N, H) blocks (one `index_select` per q/k/v, viewed as
+(D, N, L, H) without a copy) and attended with one mask combining key padding and, for
+local layers, the window |i - j| <= window; the output is gathered back with one
+`index_select`. Runs on any device and dtype; the fast choice on CPU.
+The gather indices and the masks are built once per forward and kept in `seqs.cache`
+for every layer. The mask is handed to SDPA already additive (0 / -inf in q's dtype),
+exactly what SDPA would build from the boolean mask on every call.
+
+Padding slots of the blocks point at a real token of the pack (never out of range);
+they are masked out as keys (softmax weight exactly 0) and dropped as queries, so the
+result does not depend on their content.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch.nn.functional as F
 from flexbert.model.attention.kernels import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
 
-__all__ = ["SdpaKernel", "dense_layout", "dense_mask"]
+__all__ = ["SdpaKernel", "dense_layout", "dense_mask", "dense_gather_index", "dense_additive_mask"]
 
 
 def dense_layout(seqs: PackedSeqInfo, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -31,6 +37,28 @@ def dense_layout(seqs: PackedSeqInfo, device: torch.device) -> tuple[torch.Tenso
         layout = (doc_T, pos_T, len_D)
         seqs.cache["sdpa:layout"] = layout
     return layout
+
+
+def dense_gather_index(seqs: PackedSeqInfo, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (pack_DL, dense_T), int64.
+
+    pack_DL: (D*L,) for every slot (d, i) of the padded blocks the packed token it holds
+        (cu[d] + i; padding slots hold a valid token index, masked later).
+    dense_T: (T,) for every packed token its slot d * L + pos in the flattened blocks.
+    """
+    index = seqs.cache.get("sdpa:gather")
+    if index is None:
+        doc_T, pos_T, len_D = dense_layout(seqs, device)
+        cu = seqs.cu_seqlens.to(device=device, dtype=torch.int64)
+        L = seqs.max_seqlen
+        T = seqs.total_tokens
+        idx_L = torch.arange(L, device=device)
+        real_DL = idx_L[None, :] < len_D[:, None]
+        pack_DL = torch.where(real_DL, cu[:-1, None] + idx_L[None, :], 0).clamp(max=max(T - 1, 0)).flatten()
+        dense_T = doc_T * L + pos_T
+        index = (pack_DL, dense_T)
+        seqs.cache["sdpa:gather"] = index
+    return index
 
 
 def dense_mask(seqs: PackedSeqInfo, window: int | None, device: torch.device) -> torch.Tensor:
@@ -57,6 +85,18 @@ def dense_mask(seqs: PackedSeqInfo, window: int | None, device: torch.device) ->
     return mask
 
 
+def dense_additive_mask(seqs: PackedSeqInfo, window: int | None, dtype: torch.dtype,
+                        device: torch.device) -> torch.Tensor:
+    """dense_mask as SDPA converts a boolean mask: 0 where allowed, -inf elsewhere, in `dtype`."""
+    key = f"sdpa:additive:{window}:{dtype}"
+    mask = seqs.cache.get(key)
+    if mask is None:
+        allowed = dense_mask(seqs, window, device)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        seqs.cache[key] = mask
+    return mask
+
+
 @KERNELS.register("sdpa")
 class SdpaKernel(AttentionKernel):
     """PyTorch SDPA over documents padded to max_seqlen, with a padding (+ window) mask."""
@@ -67,15 +107,15 @@ class SdpaKernel(AttentionKernel):
     def __call__(self, q_TNH: torch.Tensor, k_TNH: torch.Tensor, v_TNH: torch.Tensor, seqs: PackedSeqInfo,
                  window: int | None, dropout_p: float, scale: float) -> torch.Tensor:
         device = q_TNH.device
-        doc_T, pos_T, len_D = dense_layout(seqs, device)
-        D, L = len_D.numel(), seqs.max_seqlen
+        pack_DL, dense_T = dense_gather_index(seqs, device)
+        D, L = seqs.num_seqs, seqs.max_seqlen
         N, H = q_TNH.shape[1:]
 
         def to_dense(x_TNH: torch.Tensor) -> torch.Tensor:
-            x_DLNH = x_TNH.new_zeros(D, L, N, H).index_put((doc_T, pos_T), x_TNH)
-            return x_DLNH.transpose(1, 2)
+            # (D*L, N, H) contiguous -> (D, N, L, H) view; SDPA takes the strides as they are.
+            return x_TNH.index_select(0, pack_DL).view(D, L, N, H).transpose(1, 2)
 
         out_DNLH = F.scaled_dot_product_attention(
             to_dense(q_TNH), to_dense(k_TNH), to_dense(v_TNH),
-            attn_mask=dense_mask(seqs, window, device), dropout_p=dropout_p, scale=scale)
-        return out_DNLH.transpose(1, 2)[doc_T, pos_T]
+            attn_mask=dense_additive_mask(seqs, window, q_TNH.dtype, device), dropout_p=dropout_p, scale=scale)
+        return out_DNLH.transpose(1, 2).reshape(D * L, N, H).index_select(0, dense_T)
