@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(export_dir)
     hf = AutoModelForMaskedLM.from_pretrained(export_dir)
     fill = pipeline("fill-mask", model=hf, tokenizer=tok, device=-1)
-    text = f"The Python {tok.mask_token} statement imports a module."
-    print(f"\nfill-mask: {text}")
-    for guess in fill(text, top_k=5):
-        print(f"  {guess['token_str']!r:>14}  {guess['score']:.3f}")
+    for text in (f"def __init__({tok.mask_token}, name):", f"The {tok.mask_token} returns a list of strings."):
+        print(f"\nfill-mask: {text!r}")
+        for guess in fill(text, top_k=5):
+            print(f"  {guess['token_str']!r:>14}  {guess['score']:.3f}")
 
     cfg, ids = loaded.cfg, run.token_ids
     loader = build_eval_loader(cfg.data, device_batch_rows=cfg.device_eval_batch_size,
