@@ -191,3 +191,20 @@ def test_bad_options_are_rejected_with_what_to_change():
         SequencePacker(S, "drop")
     with pytest.raises(ValueError, match="batch_size_warmup_min_rows"):
         BatchSizeWarmup(8, 0, 10)
+
+
+def test_long_documents_fill_rows_exactly_losing_no_token_and_short_ones_stay_whole():
+    docs = normal_docs(300, seed=5, mean=4096, std=1024) + normal_docs(300, seed=6)
+    order = np.random.default_rng(0).permutation(len(docs))
+    docs = [docs[i] for i in order]
+    batches = drain(SequencePacker(S, buffer_docs=64), docs, rows=8)
+    seen, effs = [], []
+    for b in batches:
+        check_contract(b, rows=8)
+        seen += [seg.tobytes() for seg in segments(b)]
+        effs.append(b["packing_efficiency"])
+    short = {d.astype(np.int64).tobytes() for d in docs if len(d) <= S}
+    assert short <= set(seen)  # every short document is one whole segment
+    all_tokens = np.sort(np.concatenate([d.astype(np.int64) for d in docs]))
+    assert np.array_equal(np.sort(np.frombuffer(b"".join(seen), dtype=np.int64)), all_tokens)
+    assert np.mean(effs[:-2]) >= 0.995

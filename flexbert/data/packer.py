@@ -60,15 +60,17 @@ class BatchSizeWarmup:
         return max(self.min_rows, min(self.max_rows, rows))
 
 
-def _close(lens: np.ndarray, gap: int) -> list[int]:
+def _close(lens: np.ndarray, gap: int, tol: int = 0) -> list[int]:
     """Positions in the ascending `lens` of the single document or pair that best fills `gap`.
 
     Args:
         lens: (n,) int64 pending lengths, ascending, lens[0] <= gap.
         gap: free tokens left in the row.
+        tol: a single document leaving at most this many tokens free is taken without looking
+            for a pair (short documents are what long ones need to close their rows).
     """
     j = int(np.searchsorted(lens, gap, side="right")) - 1  # largest single that fits
-    if len(lens) < 2 or lens[j] == gap:
+    if len(lens) < 2 or gap - lens[j] <= tol:
         return [j]
     # For each i, its largest partner k != i with lens[k] <= gap - lens[i].
     k = np.searchsorted(lens, gap - lens, side="right") - 1
@@ -78,12 +80,35 @@ def _close(lens: np.ndarray, gap: int) -> list[int]:
     return [i, int(k[i])] if sums[i] > lens[j] else [j]
 
 
+# A piece cut from a long document to fill a row is at least this long (and so is what is left
+# of the document), so that no chunk is a handful of tokens without context.
+_MIN_CHUNK = 64
+# Openers tried per row when the oldest document leaves a gap the buffer cannot close well.
+_OPENER_CANDIDATES = 8
+
+
 class SequencePacker:
-    """Stateful greedy best-fit packer of documents into R rows of `max_seq_len` tokens.
+    """Stateful best-fit packer of documents into R rows of `max_seq_len` tokens.
+
+    Documents of at most max_seq_len tokens are placed whole. With long_documents="split" a
+    longer document stays one pending item that rows take pieces from: a piece fills whatever
+    space a row has left (up to max_seq_len, never shorter than min(64, max_seq_len // 8)
+    tokens, nor leaving less than that), and each piece is its own attention segment. Long
+    documents are thus chunks that fill rows exactly instead of cut at max_seq_len.
+
+    Rows are filled as follows: the oldest pending document opens the row (pieces of a long
+    one fill it); older documents keep filling it while an average document would still fit;
+    then the row is closed with the single document or pair, from anywhere in the buffer, that
+    fills it best, and pieces of long documents fill what is left. When few documents fit in a
+    row (the gap left by the opener is under two average documents) and the oldest document's
+    best close wastes more than 0.1% of the row, up to 8 oldest documents are tried as openers
+    and the one with the fullest row wins (older on ties). Fairness: a document that more than
+    2 x (pending documents) newer documents arrived after is always the opener, so no document
+    waits more than about two buffer turnovers.
 
     Args:
         max_seq_len: row capacity in tokens.
-        long_documents: "split" cuts longer documents into chunks of at most max_seq_len
+        long_documents: "split" packs longer documents as chunks of at most max_seq_len
             (each chunk its own attention segment); "truncate" keeps the first max_seq_len tokens.
         buffer_docs: surplus of pending documents (beyond one batch's tokens) wanted before packing.
     """
@@ -93,7 +118,9 @@ class SequencePacker:
             raise ValueError(f"long_documents must be 'split' or 'truncate', got {long_documents!r}")
         self.max_seq_len, self.long_documents = max_seq_len, long_documents
         self.buffer_docs = buffer_docs
-        self._docs: list[np.ndarray] = []  # pending documents (chunks), arrival order
+        self.min_chunk = max(1, min(_MIN_CHUNK, max_seq_len // 8))
+        self._docs: list[np.ndarray] = []  # pending documents (or what is left of long ones), arrival order
+        self._seq: list[int] = []  # arrival number of each pending document (samples_consumed at push)
         self._pending_tokens = 0
         self.samples_consumed = 0  # source documents pushed
         self.batches_emitted = 0
@@ -106,25 +133,23 @@ class SequencePacker:
 
     # ---- input -------------------------------------------------------------------------------
     def push(self, doc: np.ndarray) -> None:
-        """Add one source document (1-D token ids) to the pending buffer, chunked or truncated."""
+        """Add one source document (1-D token ids) to the pending buffer (truncated if so configured)."""
         doc = np.asarray(doc).reshape(-1)
         self.samples_consumed += 1
         n, cap = len(doc), self.max_seq_len
         if n == 0:
             return
-        if n <= cap:
-            pieces = [doc]
-        elif self.long_documents == "truncate":
-            self.truncated_docs += 1
-            self.truncated_tokens += n - cap
-            pieces = [doc[:cap]]
-        else:
-            self.chunked_docs += 1
-            self.chunked_tokens += n
-            pieces = [doc[i : i + cap] for i in range(0, n, cap)]
-        for p in pieces:
-            self._docs.append(p)
-            self._pending_tokens += len(p)
+        if n > cap:
+            if self.long_documents == "truncate":
+                self.truncated_docs += 1
+                self.truncated_tokens += n - cap
+                doc = doc[:cap]
+            else:
+                self.chunked_docs += 1
+                self.chunked_tokens += n
+        self._docs.append(doc)
+        self._seq.append(self.samples_consumed)
+        self._pending_tokens += len(doc)
 
     def needs_more(self, rows: int) -> bool:
         """Whether the buffer wants more documents before packing a batch of `rows` rows.
@@ -141,6 +166,21 @@ class SequencePacker:
         return len(self._docs)
 
     # ---- packing -----------------------------------------------------------------------------
+    def _piece(self, left: int, gap: int, more: bool) -> int:
+        """Tokens to cut from a long document with `left` tokens for a row with `gap` free (0: none).
+
+        `more`: another long document can fill what this piece leaves of the row.
+        """
+        m = self.min_chunk
+        if left <= gap:
+            return left
+        if left - gap >= m:
+            return gap
+        # Cutting `gap` would leave less than a minimal chunk: leave room for a minimal piece of
+        # the next long document instead, or leave a minimal chunk of this one behind.
+        k = gap - m if more and gap - m >= m else left - m
+        return k if k >= m else 0
+
     def pack(self, rows: int) -> dict | None:
         """Pack pending documents into `rows` rows; None if nothing is pending.
 
@@ -152,46 +192,127 @@ class SequencePacker:
         """
         if not self._docs:
             return None
+        cap = self.max_seq_len
         lengths = np.fromiter((len(d) for d in self._docs), dtype=np.int64, count=len(self._docs))
-        n, mean = len(lengths), float(lengths.mean())
-        by_len = np.argsort(lengths, kind="stable")  # ties by arrival order: deterministic
-        placed = np.zeros(n, dtype=bool)
-        head = 0  # oldest pending document
-        row_docs: list[list[int]] = []
+        n = len(lengths)
+        split = lengths > cap  # long documents: rows take pieces of them
+        taken = np.zeros(n, dtype=np.int64)  # tokens of each document placed in this batch
+        mean = float(np.minimum(lengths, cap).mean())
+        whole = np.flatnonzero(~split)
+        by_len = whole[np.argsort(lengths[whole], kind="stable")]  # ties by arrival order: deterministic
+        placed = split.copy()  # whole documents placed; long ones never enter the best-fit search
+        overdue_seq = self.samples_consumed - 2 * n  # documents this old must open a row
+        seq = np.asarray(self._seq, dtype=np.int64)
+        long_ids = list(np.flatnonzero(split))
+        long_pos = 0  # first long document with tokens left
+        head = 0  # oldest pending document with tokens left
+        tol = cap // 1000
+
+        def avail() -> np.ndarray:
+            return by_len[~placed[by_len]]
+
+        def close_waste(gap: int) -> int:
+            a = avail()
+            if not len(a) or lengths[a[0]] > gap:
+                return gap
+            return gap - int(sum(lengths[a[p]] for p in _close(lengths[a], gap, tol)))
+
+        def more_long(i: int) -> bool:
+            return any(taken[j] < lengths[j] for j in long_ids[long_pos:] if j != i)
+
+        def left(i: int) -> int:
+            return int(lengths[i] - taken[i])
+
+        row_pieces: list[list[tuple[int, int, int]]] = []  # (document, start, end)
         for _ in range(rows):
-            gap, docs = self.max_seq_len, []
-            while True:
-                while head < n and placed[head]:
-                    head += 1
-                # The oldest document opens every row (so none waits long) and goes on filling
-                # it while an average document still fits after it.
-                if head < n and lengths[head] <= gap and (not docs or gap - lengths[head] >= mean):
-                    picks = [head]
-                else:  # close the row with the best single or pair from the whole buffer
-                    avail = by_len[~placed[by_len]]
-                    if not len(avail) or lengths[avail[0]] > gap:
-                        break
-                    picks = [int(avail[p]) for p in _close(lengths[avail], gap)]
-                for d in picks:
-                    docs.append(d)
+            gap, pieces = cap, []
+
+            def put(d: int, k: int) -> None:
+                nonlocal gap
+                pieces.append((d, int(taken[d]), int(taken[d]) + k))
+                taken[d] += k
+                gap -= k
+                if not split[d]:
                     placed[d] = True
-                    gap -= int(lengths[d])
-            row_docs.append(docs)
-        batch = self._assemble([d for r in row_docs for d in r], [len(r) for r in row_docs], lengths)
-        self._docs = [d for d, p in zip(self._docs, placed) if not p]
+
+            while True:
+                while head < n and taken[head] >= lengths[head]:
+                    head += 1
+                if head < n and split[head]:  # the oldest document is long: a piece of it
+                    k = self._piece(left(head), gap, more_long(head))
+                    if k:
+                        put(head, k)
+                        continue
+                elif head < n and lengths[head] <= gap and (not pieces or gap - lengths[head] >= mean):
+                    d = head
+                    if not pieces and gap - lengths[d] < 2 * mean and seq[d] > overdue_seq and not long_pos < len(long_ids):
+                        d = self._choose_opener(d, n, lengths, placed, split, by_len, close_waste, tol)
+                    put(d, int(lengths[d]))
+                    continue
+                # close the row with the best single or pair of whole documents from the buffer
+                a = avail()
+                if len(a) and lengths[a[0]] <= gap:
+                    for p in _close(lengths[a], gap, tol):
+                        put(int(a[p]), int(lengths[a[p]]))
+                    continue
+                # fill what is left with pieces of long documents, oldest first
+                while long_pos < len(long_ids) and taken[long_ids[long_pos]] >= lengths[long_ids[long_pos]]:
+                    long_pos += 1
+                put_any = False
+                for d in long_ids[long_pos:]:
+                    if gap < self.min_chunk:
+                        break
+                    k = self._piece(left(d), gap, more_long(d))
+                    if k:
+                        put(d, k)
+                        put_any = True
+                if not put_any:
+                    break
+            row_pieces.append(pieces)
+        flat = [p for r in row_pieces for p in r]
+        batch = self._assemble(flat, [len(r) for r in row_pieces])
+        keep = taken < lengths
+        self._docs = [d[t:] if t else d for d, t, k in zip(self._docs, taken, keep) if k]
+        self._seq = [s for s, k in zip(self._seq, keep) if k]
         self._pending_tokens -= batch["num_tokens"]
         self.batches_emitted += 1
         self.tokens_emitted += batch["num_tokens"]
         self.budget_tokens_emitted += rows * self.max_seq_len
         return batch
 
-    def _assemble(self, doc_ids: list[int], docs_per_row: list[int], lengths: np.ndarray) -> dict:
+    def _choose_opener(self, oldest, n, lengths, placed, split, by_len, close_waste, tol) -> int:
+        """The opener, among the oldest and the longest whole documents, that fills its row best.
+
+        Rows closing within `tol` tokens count as full; among those the longest opener wins
+        (long documents are the hard ones to place: placing them while a partner exists keeps
+        the buffer from filling up with them), then the oldest.
+        """
+        cap = self.max_seq_len
+        cands, i = [], oldest
+        while i < n and len(cands) < _OPENER_CANDIDATES:
+            if not split[i] and not placed[i]:
+                cands.append(i)
+            i += 1
+        a = by_len[~placed[by_len]]
+        cands += [int(d) for d in a[::-1][:_OPENER_CANDIDATES] if int(d) not in cands]
+        best, best_key = oldest, None
+        for i in cands:
+            placed[i] = True  # not its own partner
+            waste = close_waste(cap - int(lengths[i]))
+            placed[i] = False
+            key = (max(waste, tol), -int(lengths[i]), i)
+            if best_key is None or key < best_key:
+                best, best_key = i, key
+        return best
+
+    def _assemble(self, pieces: list[tuple[int, int, int]], docs_per_row: list[int]) -> dict:
         rows = len(docs_per_row)
-        lens = lengths[doc_ids] if doc_ids else np.zeros(0, np.int64)
-        ids = np.concatenate([self._docs[i] for i in doc_ids]).astype(np.int64) if doc_ids else np.zeros(0, np.int64)
+        lens = np.array([b - a for _, a, b in pieces], dtype=np.int64)
+        ids = (np.concatenate([self._docs[d][a:b] for d, a, b in pieces]).astype(np.int64) if pieces
+               else np.zeros(0, np.int64))
         cu = np.zeros(len(lens) + 1, np.int64)
         np.cumsum(lens, out=cu[1:])
-        # position = token index - start of its document
+        # position = token index - start of its document (chunk)
         positions = np.arange(len(ids), dtype=np.int64) - np.repeat(cu[:-1], lens)
         doc_row_end = np.cumsum(docs_per_row)
         row_offsets = np.zeros(rows + 1, np.int64)
@@ -216,7 +337,7 @@ class SequencePacker:
     )
 
     def state_dict(self) -> dict:
-        """Pending documents (flat int32 tokens + lengths, arrival order) and counters; weights_only-safe."""
+        """Pending documents (flat int32 tokens + lengths + arrival numbers, arrival order) and counters; weights_only-safe."""
         lengths = [len(d) for d in self._docs]
         # int32 holds any vocabulary and halves the checkpoint size of the buffer.
         flat = np.concatenate(self._docs).astype(np.int32) if self._docs else np.zeros(0, np.int32)
@@ -225,6 +346,7 @@ class SequencePacker:
             max_seq_len=self.max_seq_len,
             buffer_tokens=torch.from_numpy(flat),
             buffer_lengths=torch.tensor(lengths, dtype=torch.int64),
+            buffer_arrival=torch.tensor(self._seq, dtype=torch.int64),
         )
         return state
 
@@ -239,6 +361,9 @@ class SequencePacker:
         self._pending_tokens = int(offsets[-1])
         for k in self._COUNTERS:
             setattr(self, k, int(state[k]))
+        # States saved before arrival numbers existed: treat the pending documents as just arrived.
+        arrival = state.get("buffer_arrival")
+        self._seq = arrival.tolist() if arrival is not None else [self.samples_consumed] * len(lengths)
 
     def extend(self, docs: Iterable[np.ndarray]) -> None:
         """Push several documents (convenience for tests and benchmarks)."""
