@@ -130,7 +130,15 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
     model_section = data.pop("model", None) or {}
     cfg = decode(RunConfig, data, source=source)
     try:
-        model_cfg = load_model_config(model_section)
+        init = cfg.init_from
+        if init is not None and init.hf and not init.tile and os.path.isfile(os.path.join(init.hf, "config.json")):
+            # continued pretraining: the model config comes from the HF folder's config.json
+            # (a folder not there yet is refused by the trainer's preflight, like init_from.path)
+            from flexbert.train.hf_init import hf_model_config
+
+            model_cfg = hf_model_config(init.hf, model_section, cfg.tokenizer)
+        else:
+            model_cfg = load_model_config(model_section)
     except ConfigError as e:
         raise ConfigError(f"model section of {source}: {e}") from None
     except (TypeError, ValueError) as e:

@@ -85,23 +85,41 @@ class BatchSizeWarmupConfig:
 
 @dataclasses.dataclass
 class InitFromConfig:
-    """Start a new phase from a previous phase's checkpoint.
+    """Start a new phase from a previous phase's checkpoint, or from a Hugging Face folder.
 
-    The model is rebuilt from *this* run's `model` section (new RoPE thetas, new
-    `max_position_embeddings`), then the checkpoint's weights are copied in; RoPE
-    frequency buffers are never copied, they come from the new config. Training time
-    (step, tokens) and the LR schedule always start again from zero (`reset_time` must
-    stay true: a phase is a new run). `load_optimizer: true` also restores the
-    optimizer's moments (not its LR, which the new phase's scheduler sets).
+    `path`: a Composer checkpoint file. The model is rebuilt from *this* run's `model` section
+    (new RoPE thetas, new `max_position_embeddings`), then the checkpoint's weights are copied
+    in; RoPE frequency buffers are never copied, they come from the new config.
+    `hf`: a Hugging Face ModernBERT folder (config.json + weights) for continued pretraining;
+    the model config then comes from its config.json, and the run's `model` section may only
+    set keys that fit the weights (flexbert/train/hf_init.py, docs/continued_pretraining.md).
+    Set exactly one of `path` and `hf`.
+    `tile: true`: the source is a *smaller* model (e.g. ModernBERT-base for large); its weights
+    are center-tiled into the model built from this run's `model` section
+    (flexbert/train/tiling.py). With `path`, the small model's config is read from
+    `config.yaml` beside the checkpoint (train.py writes it into save_folder).
+    Training time (step, tokens) and the LR schedule always start again from zero
+    (`reset_time` must stay true: a phase is a new run). `load_optimizer: true` also restores
+    the optimizer's moments (not its LR, which the new phase's scheduler sets); only with
+    `path` and without `tile`.
     """
 
     path: str = ""
+    hf: Optional[str] = None
+    tile: bool = False
     load_optimizer: bool = False
     reset_time: bool = True
 
     def __post_init__(self):
-        if not self.path:
-            raise ValueError("init_from.path is empty; set it to the previous phase's checkpoint, e.g. runs/phase1/latest-rank0.pt")
+        if self.path and self.hf:
+            raise ValueError("init_from.path and init_from.hf are both set; set one (a Composer checkpoint file "
+                             "or a Hugging Face ModernBERT folder)")
+        if not self.path and not self.hf:
+            raise ValueError("init_from.path is empty; set it to the previous phase's checkpoint, e.g. runs/phase1/latest-rank0.pt "
+                             "(or set init_from.hf to a Hugging Face ModernBERT folder)")
+        if self.load_optimizer and (self.hf or self.tile):
+            raise ValueError("init_from.load_optimizer: true needs a same-shaped checkpoint (init_from.path without tile); "
+                             "set load_optimizer: false")
         if not self.reset_time:
             raise ValueError(
                 "init_from.reset_time: false is not supported; to continue the same run use `load_path` "

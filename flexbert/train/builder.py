@@ -113,8 +113,11 @@ def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, 
     _check_data_paths(cfg)
     if cfg.save_folder:
         _check_save_folder(cfg.save_folder)
-    if cfg.init_from is not None and not os.path.isfile(cfg.init_from.path):
-        raise ConfigError(f"init_from.path {cfg.init_from.path} does not exist; point it at the previous phase's checkpoint file")
+    init = cfg.init_from
+    if init is not None and init.path and not os.path.isfile(init.path):
+        raise ConfigError(f"init_from.path {init.path} does not exist; point it at the previous phase's checkpoint file")
+    if init is not None and init.hf and not os.path.isfile(os.path.join(init.hf, "config.json")):
+        raise ConfigError(f"init_from.hf {init.hf} has no config.json; point it at a Hugging Face ModernBERT folder")
     if cfg.load_path and "://" not in cfg.load_path and not os.path.isfile(cfg.load_path):
         raise ConfigError(f"load_path {cfg.load_path} does not exist")
     if cfg.export_hf and not cfg.save_folder:
@@ -221,7 +224,7 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
     from flexbert.model import FlexBertForMaskedLM
     from flexbert.train.composer_model import FlexBertComposerModel, packed_data_spec
     from flexbert.train.optim import build_optimizer
-    from flexbert.train.phases import checkpoint_model_weights, load_phase_optimizer, load_phase_weights, read_checkpoint
+    from flexbert.train.phases import initial_weights, load_phase_optimizer, load_phase_weights
     from flexbert.train.schedulers import build_scheduler
 
     cfg, mcfg = loaded.cfg, loaded.model_cfg
@@ -236,9 +239,10 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
     model = FlexBertForMaskedLM(mcfg)
     ckpt = None
     if cfg.init_from is not None:
-        ckpt = read_checkpoint(cfg.init_from.path)
-        try:
-            load_phase_weights(model, checkpoint_model_weights(ckpt), cfg.init_from.path)
+        try:  # a previous phase's checkpoint, an HF folder (hf:), or a smaller model tiled (tile: true)
+            weights, ckpt, source = initial_weights(cfg.init_from, model)
+            load_phase_weights(model, weights, source)
+            del weights
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if device == "gpu":

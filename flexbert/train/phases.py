@@ -13,6 +13,10 @@ and batch-size warmup start from zero. What carries over:
 
 A checkpoint whose parameters do not match the new model (other sizes, other
 architecture) is refused with the list of mismatching tensors.
+
+`initial_weights` also serves the two other sources of `init_from`: a Hugging Face ModernBERT
+folder (`hf:`, flexbert/train/hf_init.py) and a smaller model tiled into this one
+(`tile: true`, flexbert/train/tiling.py).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["read_checkpoint", "checkpoint_model_weights", "load_phase_weights", "load_phase_optimizer"]
+__all__ = ["read_checkpoint", "checkpoint_model_weights", "load_phase_weights", "load_phase_optimizer", "initial_weights"]
 
 #: Prefix of the FlexBertForMaskedLM inside the Composer wrapper's state dict.
 PREFIX = "model."
@@ -98,3 +102,45 @@ def load_phase_optimizer(state: Any, ckpt: dict[str, Any]) -> None:
             raise ValueError("the checkpoint's optimizer has a different number of parameter groups than this run's")
         for group, hyper in zip(opt.param_groups, groups):
             group.update(hyper)
+
+
+def _small_config_beside(path: str) -> Any:
+    """The model config of a checkpoint: the `model:` section of config.yaml in its folder."""
+    from flexbert.config.model import load_model_config
+
+    cfg_file = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    if not os.path.isfile(cfg_file):
+        raise ValueError(f"init_from.tile needs the source model's config: {cfg_file} does not exist "
+                         "(train.py writes config.yaml into save_folder beside the checkpoints)")
+    return load_model_config(cfg_file)
+
+
+def initial_weights(init: Any, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    """Weights to copy into `model` for `init` (an InitFromConfig).
+
+    Returns (weights with FlexBERT names, the Composer checkpoint when one was read and its
+    optimizer state may be used, a name of the source for messages).
+    """
+    cfg = model.config
+    if init.hf:
+        from flexbert.train.hf_init import hf_model_config, hf_weights
+
+        if not init.tile:
+            return hf_weights(init.hf, cfg), None, init.hf
+        small_cfg = hf_model_config(init.hf, {}, None)
+        small = hf_weights(init.hf, small_cfg)
+        source, ckpt = init.hf, None
+    else:
+        ckpt = read_checkpoint(init.path)
+        if not init.tile:
+            return checkpoint_model_weights(ckpt), ckpt, init.path
+        small_cfg = _small_config_beside(init.path)
+        small = checkpoint_model_weights(ckpt)
+        source, ckpt = init.path, None
+    from flexbert.train.tiling import tile_weights
+
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tiled = tile_weights(small, small_cfg, cfg, large_names=shapes)
+    if cfg.tie_word_embeddings:
+        tiled.pop("decoder.weight", None)
+    return tiled, None, f"{source} (tiled)"
