@@ -265,6 +265,10 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
 
     if cfg.save_folder and dist.get_global_rank() == 0:
         write_config_atomically(loaded.to_yaml(), cfg.save_folder)
+    if cfg.save_folder and cfg.autoresume:  # a crash while saving must not block the resume
+        from flexbert.train.checkpoint_hygiene import set_aside_unconfirmed_checkpoints
+
+        set_aside_unconfirmed_checkpoints(cfg.save_folder, dist.get_global_rank())
 
     trainer = Trainer(
         model=composer_model,
