@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import fail, setup_logging, user_errors  # noqa: E402
+from _cli import add_common_flags, run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,30 +28,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exclude", nargs="+", default=[], metavar="GLOB")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
     p.add_argument("--model-max-length", type=int, default=8192, help="written to tokenizer_config.json")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    from flexbert.data.tokenizer import build_tokenizer_from_files
 
-    try:
+    def work() -> str:
+        from flexbert.data.tokenizer import build_tokenizer_from_files
+
         info = build_tokenizer_from_files(
             args.input, args.vocab_size, args.output, min_frequency=args.min_frequency, text_field=args.text_field,
             include=args.include, exclude=args.exclude, on_error=args.on_error,
             model_max_length=args.model_max_length, overwrite=args.overwrite, show_progress=not args.no_progress,
         )
-    except user_errors() as e:
-        return fail(e)
-    except KeyboardInterrupt:
-        return fail("interrupted; nothing was written")
-    print(f"tokenizer saved to {args.output}: {info.vocab_size} ids; [CLS] {info.cls_id}, [SEP] {info.sep_id}, "
-          f"[PAD] {info.pad_id}, [MASK] {info.mask_id}, [UNK] {info.unk_id}")
-    return 0
+        return (f"tokenizer saved to {args.output}: {info.vocab_size} ids; [CLS] {info.cls_id}, [SEP] {info.sep_id}, "
+                f"[PAD] {info.pad_id}, [MASK] {info.mask_id}, [UNK] {info.unk_id}")
+
+    return run(args, work)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import fail, setup_logging, user_errors  # noqa: E402
+from _cli import add_common_flags, run  # noqa: E402
 
 
 def _default_workers() -> int:
@@ -29,7 +29,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column holding the text (default: text)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="stop at bad input (default) or skip and count it")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT (only once the new one is complete)")
     p.add_argument("--include", nargs="+", default=[], metavar="GLOB", help="in folders, take only files matching these globs")
     p.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="in folders, drop files/folders matching these globs")
     p.add_argument("--val-fraction", type=float, default=0.0, help="fraction of documents for OUTPUT/val (by text hash)")
@@ -39,30 +38,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: 1 on <= 2 cores, else min(8, cores - 1): the main process reads and writes)")
     p.add_argument("--chunk-len", type=int, default=None, help="split documents longer than this into wrapped chunks")
     p.add_argument("--min-tokens", type=int, default=0, help="drop documents shorter than this (ids incl. [CLS]/[SEP])")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    from flexbert.data.convert import ConvertConfig, convert, format_summary
 
-    try:
+    def work() -> str:
+        from flexbert.data.convert import ConvertConfig, convert, format_summary
+
         cfg = ConvertConfig(
             inputs=args.input, tokenizer=args.tokenizer, output=args.output, text_field=args.text_field,
             on_error=args.on_error, overwrite=args.overwrite, include=args.include, exclude=args.exclude,
             val_fraction=args.val_fraction, compression=args.compression, workers=args.workers,
             chunk_len=args.chunk_len, min_tokens=args.min_tokens, progress=not args.no_progress,
         )
-        summary = convert(cfg)
-    except user_errors() as e:
-        return fail(e)
-    except KeyboardInterrupt:
-        return fail("interrupted; nothing was written")
-    print(format_summary(summary))
-    return 0
+        return format_summary(convert(cfg))
+
+    return run(args, work)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import fail, setup_logging, user_errors  # noqa: E402
+from _cli import add_common_flags, run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,27 +28,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-count", type=int, default=2, help="with --train-on: minimum word count (default 2)")
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column holding the text")
     p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p, progress=False)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    from flexbert.data.tokenizer import round_up
-    from flexbert.data.tokenizer_extend import extend_tokenizer, read_token_list
 
-    try:
+    def work() -> str:
+        from flexbert.data.tokenizer import round_up
+        from flexbert.data.tokenizer_extend import extend_tokenizer, read_token_list
+
         tokens = read_token_list(args.add_tokens) if args.add_tokens else None
         info, added = extend_tokenizer(args.base, args.output, tokens=tokens, train_on=args.train_on,
                                        num_new=args.num_new, text_field=args.text_field,
                                        min_count=args.min_count, overwrite=args.overwrite)
-    except user_errors() as e:
-        return fail(e)
-    print(f"tokenizer saved to {args.output}: {info.vocab_size} ids ({len(added)} added); "
-          f"the model's vocab_size becomes {round_up(info.vocab_size)}")
-    return 0
+        return (f"tokenizer saved to {args.output}: {info.vocab_size} ids ({len(added)} added); "
+                f"the model's vocab_size becomes {round_up(info.vocab_size)}")
+
+    return run(args, work)
 
 
 if __name__ == "__main__":
