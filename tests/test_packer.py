@@ -208,3 +208,22 @@ def test_long_documents_fill_rows_exactly_losing_no_token_and_short_ones_stay_wh
     all_tokens = np.sort(np.concatenate([d.astype(np.int64) for d in docs]))
     assert np.array_equal(np.sort(np.frombuffer(b"".join(seen), dtype=np.int64)), all_tokens)
     assert np.mean(effs[:-2]) >= 0.995
+
+
+def test_normal_4096_at_8192_stays_at_least_99_5_percent_in_the_steady_state():
+    # ~2 documents per row: long documents wait for a short partner instead of opening rows
+    # that cannot be closed; 400 batches reach the steady state (the buffer full of them).
+    S8, rows, buffer_docs = 8192, 8, 256
+    packer = SequencePacker(S8, buffer_docs=buffer_docs)
+    rng = np.random.default_rng(7)
+    effs, max_age = [], 0
+    for _ in range(400):
+        while packer.needs_more(rows):
+            packer.push(np.ones(max(2, int(rng.normal(4096, 1024))), dtype=np.uint16))
+        b = packer.pack(rows)
+        check_contract(b, rows=rows, max_seq_len=S8)
+        effs.append(b["packing_efficiency"])
+        max_age = max(max_age, packer.samples_consumed - min(packer._seq))
+    assert np.mean(effs[2:]) >= 0.995
+    assert min(effs[2:]) >= 0.85
+    assert max_age <= 10 * (packer.num_pending + rows * 2)  # the hard age cap still holds

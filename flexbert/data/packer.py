@@ -4,8 +4,8 @@ The packer keeps a buffer of pending documents in arrival order. For each device
 rows it fills the rows one by one: the oldest pending document opens the row and older
 documents keep filling it while an average document would still fit after them; then the row
 is closed with the single document or pair, from anywhere in the buffer, that fills it best.
-Every row consumes the oldest document, so none waits more than about buffer/R batches, and
-consuming in arrival order keeps the buffer's length mix unbiased (a largest-first policy
+Rows mostly consume the oldest document, and no document waits more than about eight buffer
+turnovers (see SequencePacker); consuming in arrival order keeps the buffer's length mix unbiased (a largest-first policy
 starves the buffer of the lengths that close rows and drops to ~99.2% on Normal(256, 64)).
 The output is the packed batch of docs/ARCHITECTURE.md (flat tokens, cu_seqlens,
 position_ids restarting per document, row_offsets); labels are added by the masker.
@@ -85,6 +85,10 @@ def _close(lens: np.ndarray, gap: int, tol: int = 0) -> list[int]:
 _MIN_CHUNK = 64
 # Openers tried per row when the oldest document leaves a gap the buffer cannot close well.
 _OPENER_CANDIDATES = 8
+# A document older than _SOFT_AGE x (pending documents) arrivals opens its row when that row
+# closes within 1%; older than _HARD_AGE x, it opens its row whatever the waste.
+_SOFT_AGE = 2
+_HARD_AGE = 8
 
 
 class SequencePacker:
@@ -102,9 +106,13 @@ class SequencePacker:
     fills it best, and pieces of long documents fill what is left. When few documents fit in a
     row (the gap left by the opener is under two average documents) and the oldest document's
     best close wastes more than 0.1% of the row, up to 8 oldest documents are tried as openers
-    and the one with the fullest row wins (older on ties). Fairness: a document that more than
-    2 x (pending documents) newer documents arrived after is always the opener, so no document
-    waits more than about two buffer turnovers.
+    and the one with the fullest row wins (longer on ties). If none of them closes its row within
+    1% (at ~2 documents per row the oldest and longest are long documents waiting for a short
+    partner), the longest available document whose best single partner closes the row within
+    0.1% opens it instead. Fairness: a document that more than 2 x (pending documents) newer
+    documents arrived after opens its row as soon as that row closes within 1%, and after
+    8 x (pending documents) it opens its row whatever the waste, so no document waits more than
+    about eight buffer turnovers.
 
     Args:
         max_seq_len: row capacity in tokens.
@@ -201,12 +209,14 @@ class SequencePacker:
         whole = np.flatnonzero(~split)
         by_len = whole[np.argsort(lengths[whole], kind="stable")]  # ties by arrival order: deterministic
         placed = split.copy()  # whole documents placed; long ones never enter the best-fit search
-        overdue_seq = self.samples_consumed - 2 * n  # documents this old must open a row
+        overdue_seq = self.samples_consumed - _SOFT_AGE * n  # these open a row if it closes well
+        forced_seq = self.samples_consumed - _HARD_AGE * n  # these open a row whatever the waste
         seq = np.asarray(self._seq, dtype=np.int64)
         long_ids = list(np.flatnonzero(split))
         long_pos = 0  # first long document with tokens left
         head = 0  # oldest pending document with tokens left
         tol = cap // 1000
+        good = cap // 100
 
         def avail() -> np.ndarray:
             return by_len[~placed[by_len]]
@@ -216,6 +226,12 @@ class SequencePacker:
             if not len(a) or lengths[a[0]] > gap:
                 return gap
             return gap - int(sum(lengths[a[p]] for p in _close(lengths[a], gap, tol)))
+
+        def close_waste_without(i: int, gap: int) -> int:
+            placed[i] = True
+            w = close_waste(gap)
+            placed[i] = False
+            return w
 
         def more_long(i: int) -> bool:
             return any(taken[j] < lengths[j] for j in long_ids[long_pos:] if j != i)
@@ -245,7 +261,8 @@ class SequencePacker:
                         continue
                 elif head < n and lengths[head] <= gap and (not pieces or gap - lengths[head] >= mean):
                     d = head
-                    if not pieces and gap - lengths[d] < 2 * mean and seq[d] > overdue_seq and not long_pos < len(long_ids):
+                    if (not pieces and gap - lengths[d] < 2 * mean and seq[d] > forced_seq and not long_pos < len(long_ids)
+                            and (seq[d] > overdue_seq or close_waste_without(d, gap - int(lengths[d])) > good)):
                         d = self._choose_opener(d, n, lengths, placed, split, by_len, close_waste, tol)
                     put(d, int(lengths[d]))
                     continue
@@ -296,13 +313,29 @@ class SequencePacker:
         a = by_len[~placed[by_len]]
         cands += [int(d) for d in a[::-1][:_OPENER_CANDIDATES] if int(d) not in cands]
         best, best_key = oldest, None
-        for i in cands:
+
+        def consider(i: int) -> None:
+            nonlocal best, best_key
             placed[i] = True  # not its own partner
             waste = close_waste(cap - int(lengths[i]))
             placed[i] = False
             key = (max(waste, tol), -int(lengths[i]), i)
             if best_key is None or key < best_key:
                 best, best_key = i, key
+
+        for i in cands:
+            consider(i)
+        if best_key[0] > cap // 100:
+            # The oldest and the longest documents all leave more than 1% of the row empty (long
+            # documents waiting for a short partner): open the row with the longest other
+            # document that closes it within `tol` instead of leaving the row part empty.
+            # Single partners of every available document at once (lens ascending).
+            lens = lengths[a]
+            k = np.searchsorted(lens, cap - lens, side="right") - 1
+            k = np.where(k == np.arange(len(lens)), k - 1, k)
+            waste = np.where(k >= 0, cap - lens - lens[np.maximum(k, 0)], cap - lens)
+            ok = np.flatnonzero(waste <= tol)
+            consider(int(a[ok[-1]]) if len(ok) else int(a[np.argmin(waste[::-1]) * -1 + len(a) - 1]))
         return best
 
     def _assemble(self, pieces: list[tuple[int, int, int]], docs_per_row: list[int]) -> dict:
