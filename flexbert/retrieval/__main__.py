@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--random-init", action="store_true",
                    help="same architecture and tokenizer as --checkpoint, fresh weights (the baseline)")
     p.add_argument("--seed", type=int, default=17)
+    p.add_argument("--eval-split", choices=("test", "validation"), default="test",
+                   help="split to score (with --data): 'validation' for tuning --lr etc., 'test' for the report")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--output", help="folder for results.json")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -51,10 +53,10 @@ def _load_pairs(args: argparse.Namespace) -> tuple[list[dict], list[dict], str]:
     from flexbert.retrieval.dataset import build_dataset, default_source, read_split
 
     if args.data:
-        return read_split(args.data, "train"), read_split(args.data, "test"), args.data
+        return read_split(args.data, "train"), read_split(args.data, args.eval_split), args.data
     sources = args.source or [default_source()]
     splits, _ = build_dataset(sources)
-    return ([p.to_json() for p in splits["train"]], [p.to_json() for p in splits["test"]],
+    return ([p.to_json() for p in splits["train"]], [p.to_json() for p in splits[args.eval_split]],
             "built from " + ", ".join(map(str, sources)))
 
 
@@ -76,11 +78,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         history = train_retriever(model, train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   seed=args.seed) if args.epochs > 0 else []
         metrics = evaluate_retrieval(model, test, batch_size=args.eval_batch_size)
-    downstream = {"metric": "ndcg@10", "value": metrics["ndcg@10"], "mrr@10": metrics["mrr@10"], "split": "test"}
+    downstream = {"metric": "ndcg@10", "value": metrics["ndcg@10"], "mrr@10": metrics["mrr@10"],
+                  "split": args.eval_split}
     results = {"checkpoint": str(args.checkpoint), "random_init": args.random_init, "model": info,
                "data": {"source": data_desc, "train_pairs": len(train), "test_queries": metrics["queries"],
                         "test_corpus": metrics["corpus"]},
-               "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "settings": {"eval_split": args.eval_split, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                             "max_seq_len": info.get("max_seq_len", args.max_seq_len)},
                "train": history, "test": metrics, "seconds": round(time.time() - t0, 1),
                "downstream": downstream, "score": downstream["value"]}
@@ -96,7 +99,7 @@ def print_report(results: dict[str, Any]) -> None:
         print(f"epoch {row['epoch']}: train loss {row['loss']:.4f} ({row['steps']} steps)")
     m, d = results["test"], results["data"]
     init = "random init" if results["random_init"] else "pretrained"
-    print(f"test ({init}; {d['test_queries']} queries, corpus {d['test_corpus']} documents, "
+    print(f"{results['downstream']['split']} ({init}; {d['test_queries']} queries, corpus {d['test_corpus']} documents, "
           f"{d['train_pairs']} training pairs):")
     print(f"{'metric':>10}  {'value':>8}")
     for k in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "map@10"):
