@@ -119,9 +119,12 @@ def _numpy_safe_globals() -> list[Any]:
 
 
 # Everything a Composer checkpoint written by FlexBERT's training needs besides tensors and
-# builtins: numpy RNG state, and the timestamp's wall-clock durations.
+# builtins: numpy RNG state, the timestamp's wall-clock durations, and the torch version
+# string Composer records (TorchVersion is a str subclass).
 def composer_safe_globals() -> list[Any]:
-    return _numpy_safe_globals() + [datetime.timedelta]
+    from torch.torch_version import TorchVersion
+
+    return _numpy_safe_globals() + [datetime.timedelta, TorchVersion]
 
 
 def _why(e: Exception) -> str:
