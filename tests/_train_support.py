@@ -95,3 +95,12 @@ def run_train(*args: str, timeout: int = 300, env: dict[str, str] | None = None)
     """Run train.py in a subprocess (one CPU thread: the machine is shared)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(train_cmd(*args), cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A port nobody listens on now, for `composer -n 2 --master_port` (a fixed one collides on a shared machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

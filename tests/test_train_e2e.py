@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _train_support import REPO, make_corpus, run_train, tiny_run, train_cmd, write_yaml
+from _train_support import PYTHON, REPO, free_port, make_corpus, run_train, tiny_run, train_cmd, write_yaml
 from flexbert.train.jsonl_logger import read_jsonl_metrics
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,33 @@ def test_loss_decreases_on_a_repetitive_corpus(tmp_path, corpus):
     first, last = sum(losses[i] for i in range(5)) / 5, sum(losses[i] for i in range(25, 30)) / 5
     assert last < first - 0.5, (first, last)
     assert (tmp_path / "save" / "config.yaml").is_file()
+
+
+def test_a_training_checkpoint_exports_to_hugging_face_with_equal_logits(tmp_path, corpus):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from flexbert.export.__main__ import load_checkpoint_model
+
+    run = tiny_run(corpus, tmp_path / "save", max_duration="4ba", save_interval="4ba",
+                   model={"attn_backend": "sdpa", "local_attention": 8})
+    assert run_train(str(write_yaml(tmp_path / "run.yaml", run))).returncode == 0
+    checkpoint = tmp_path / "save" / "latest-rank0.pt"  # a real Composer checkpoint, config.yaml beside it
+    out = subprocess.run([PYTHON, "-m", "flexbert.export", str(checkpoint),
+                          str(tmp_path / "hf")], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    ours = load_checkpoint_model(checkpoint)[0].eval()
+    hf = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    torch.manual_seed(0)
+    ids = torch.randint(5, 128, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0  # mixed lengths, both longer than the window
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask).logits
+        b = hf(input_ids=ids, attention_mask=mask).logits
+    keep = mask.bool()
+    assert (a[keep] - b[keep]).abs().max().item() <= 1e-5
 
 
 def test_resume_after_kill_gives_identical_losses(tmp_path, corpus):
@@ -85,7 +112,7 @@ def test_two_processes_read_distinct_data(tmp_path, corpus):
     run = tiny_run(corpus, tmp_path / "save", max_duration="3ba", save_interval="3ba")
     path = write_yaml(tmp_path / "run.yaml", run)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FLEXBERT_TEST_LOG_FIRST_TOKENS": str(tmp_path / "first")}
-    cmd = [str(REPO / ".venv" / "bin" / "composer"), "-n", "2", "--master_port", "29613", str(REPO / "train.py"), str(path)]
+    cmd = [str(REPO / ".venv" / "bin" / "composer"), "-n", "2", "--master_port", str(free_port()), str(REPO / "train.py"), str(path)]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     # The loader state saved in the checkpoint holds each rank's position and packer buffer.

@@ -195,14 +195,21 @@ def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
     except ValueError as e:  # unknown name or option: ConfigError already names callbacks.<name>
         raise ConfigError(str(e)) from None
     out.append(LoaderState(train_loader))  # exact resume; not optional
+    from composer.callbacks import LRMonitor
+
+    out.append(LRMonitor())  # lr-<Optimizer>/group<i> every batch: the schedule actually applied
     return out
 
 
 def _loggers(cfg: Any) -> list[Any]:
     out = []
     if cfg.loggers.wandb is not None:
+        import wandb.sdk.wandb_run
         from composer.loggers import WandBLogger
 
+        run_cls = wandb.sdk.wandb_run.Run
+        if not hasattr(run_cls, "get_url"):  # Composer 0.32 calls run.get_url(), removed in wandb 0.31
+            run_cls.get_url = lambda self: self.url
         w = cfg.loggers.wandb
         out.append(WandBLogger(project=w.project, entity=w.entity, group=w.group, tags=w.tags or None,
                                init_kwargs={"mode": w.mode, "name": cfg.run_name}))
