@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["PackedSeqInfo", "AttentionKernel"]
+__all__ = ["PackedSeqInfo", "AttentionKernel", "flash_hardware_reason"]
 
 
 @dataclasses.dataclass
@@ -70,3 +70,16 @@ class AttentionKernel:
     ) -> torch.Tensor:
         """Return the attention output, shape (T, N, H), same dtype as q."""
         raise NotImplementedError
+
+
+def flash_hardware_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why a FlashAttention kernel cannot run on `device` / `dtype` (CUDA, fp16/bf16, sm80+), or None."""
+    if device.type != "cuda":
+        return "needs CUDA"
+    if not torch.cuda.is_available():
+        return "needs CUDA (torch.cuda.is_available() is False)"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return "needs fp16 or bf16"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "needs an sm80+ GPU (Ampere or newer)"
+    return None

@@ -15,11 +15,10 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 from flexbert.model.attention.kernels import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason
 
 __all__ = ["FlashAttnKernel"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _MIN_VERSION = Version("2.3")  # first release with window_size (sliding windows)
 
 
@@ -55,15 +54,7 @@ class FlashAttnKernel(AttentionKernel):
         version = _flash_attn_version()
         if version is not None and version < _MIN_VERSION:
             return f"flash-attn {version} too old: needs >= {_MIN_VERSION} for sliding windows"
-        if device.type != "cuda":
-            return "needs CUDA"
-        if not torch.cuda.is_available():
-            return "needs CUDA (torch.cuda.is_available() is False)"
-        if dtype not in _HALF:
-            return "needs fp16 or bf16"
-        if torch.cuda.get_device_capability(device) < (8, 0):
-            return "needs an sm80+ GPU (Ampere or newer)"
-        return None
+        return flash_hardware_reason(device, dtype)
 
     def __call__(self, q_TNH, k_TNH, v_TNH, seqs: PackedSeqInfo, window: int | None,
                  dropout_p: float, scale: float) -> torch.Tensor:

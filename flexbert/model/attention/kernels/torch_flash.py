@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from flexbert.model.attention.kernels import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason
 
 __all__ = ["TorchFlashKernel"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _MAX_HEAD_DIM = 256  # largest head dim FlashAttention-2 kernels are built for
 
 
@@ -98,17 +97,10 @@ class TorchFlashKernel(AttentionKernel):
         device = torch.device(device)
         if not _has_aten_varlen():
             return "torch too old: needs aten::_flash_attention_forward with windows (torch >= 2.3)"
-        if device.type != "cuda":
-            return "needs CUDA"
-        if not torch.cuda.is_available():
-            return "needs CUDA (torch.cuda.is_available() is False)"
-        if dtype not in _HALF:
-            return "needs fp16 or bf16"
-        if not torch.backends.cuda.is_flash_attention_available():
-            return "this torch build has no FlashAttention kernels"
-        if torch.cuda.get_device_capability(device) < (8, 0):
-            return "needs an sm80+ GPU (Ampere or newer)"
-        return None
+        why = flash_hardware_reason(device, dtype)
+        if why is None and not torch.backends.cuda.is_flash_attention_available():
+            why = "this torch build has no FlashAttention kernels"
+        return why
 
     def __call__(self, q_TNH, k_TNH, v_TNH, seqs: PackedSeqInfo, window: int | None,
                  dropout_p: float, scale: float) -> torch.Tensor:
