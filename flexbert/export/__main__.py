@@ -39,7 +39,7 @@ def load_checkpoint_model(checkpoint: str | Path, config: str | None = None):
         (model, config path used).
     """
     from flexbert.config.model import load_model_config
-    from flexbert.export.hf import _load_strict, load_flexbert
+    from flexbert.export.hf import load_state_strict, load_flexbert
     from flexbert.export.io import fix_prefixes, read_composer_weights
     from flexbert.model import FlexBertForMaskedLM
 
@@ -49,7 +49,7 @@ def load_checkpoint_model(checkpoint: str | Path, config: str | None = None):
         return load_flexbert(ckpt, cfg_path), cfg_path
     model = FlexBertForMaskedLM(load_model_config(cfg_path))
     sd = fix_prefixes(read_composer_weights(ckpt), set(model.state_dict()))
-    _load_strict(model, sd, str(ckpt))
+    load_state_strict(model, sd, str(ckpt))
     return model, cfg_path
 
 

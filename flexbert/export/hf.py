@@ -20,7 +20,7 @@ import torch
 from flexbert.export.io import atomic_dir, check_out_dir, read_weights
 from flexbert.export.mapping import ExportError, config_from_hf, config_to_hf
 
-__all__ = ["save_hf", "load_hf", "hf_state_dict", "save_flexbert", "load_flexbert", "TOKENIZER_FILES"]
+__all__ = ["save_hf", "load_hf", "hf_state_dict", "save_flexbert", "load_flexbert", "load_state_strict", "TOKENIZER_FILES"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _TIED = "decoder.weight"
@@ -158,7 +158,7 @@ def _tokenizer_mask_id(folder: Path) -> int | None:
     return PreTrainedTokenizerFast.from_pretrained(str(folder)).mask_token_id
 
 
-def _load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+def load_state_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
     """Load `sd` into `model`, listing every missing / unexpected / mis-shaped name."""
     own = model.state_dict()
     tied = model.config.tie_word_embeddings
@@ -202,7 +202,7 @@ def load_hf(path: str | os.PathLike, *, mask_token_id: int | None = None,
     if attn_backend is not None:
         cfg = dataclasses.replace(cfg, attn_backend=attn_backend)
     model = FlexBertForMaskedLM(cfg)
-    _load_strict(model, read_weights(folder), str(folder))
+    load_state_strict(model, read_weights(folder), str(folder))
     return model
 
 
@@ -232,5 +232,5 @@ def load_flexbert(path: str | os.PathLike, config: Any = None) -> torch.nn.Modul
         config = folder / "config.yaml"
     model = FlexBertForMaskedLM(load_model_config(config))
     sd = fix_prefixes(read_weights(folder), set(model.state_dict()))
-    _load_strict(model, sd, str(folder))
+    load_state_strict(model, sd, str(folder))
     return model

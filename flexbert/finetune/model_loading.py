@@ -75,20 +75,14 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
 
 
 def _load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load `sd` into a FlexBertForMaskedLM, naming every missing / unexpected / mis-shaped tensor."""
-    own = model.state_dict()
-    tied = model.config.tie_word_embeddings
-    optional = {"decoder.weight"} if tied else set()  # the tied copy may be absent (it is the embedding)
-    missing = sorted(set(own) - set(sd) - optional)
-    unexpected = sorted(set(sd) - set(own))
-    wrong = sorted(f"{k}: file {tuple(sd[k].shape)}, model {tuple(own[k].shape)}"
-                   for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{source}: weights do not fit the config beside it: missing {missing[:8]}, "
-                              f"unexpected {unexpected[:8]}, wrong shapes {wrong[:8]}")
-    if tied:
-        sd = {k: v for k, v in sd.items() if k != "decoder.weight"}
-    model.load_state_dict(sd, strict=False)
+    """The exporter's strict load (names every missing / unexpected / mis-shaped tensor), as a CheckpointError."""
+    from flexbert.export.hf import load_state_strict
+    from flexbert.export.mapping import ExportError
+
+    try:
+        load_state_strict(model, sd, source)
+    except ExportError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_pretrained(path: str | os.PathLike) -> Pretrained:
