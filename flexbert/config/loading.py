@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flexbert.config.strict import ConfigError, closest, decode
+from flexbert.config.strict import ConfigError, decode, unknown_key
 
 __all__ = ["LoadedRun", "load_run_config", "parse_overrides", "check_keys", "resolved_dict"]
 
@@ -63,9 +63,7 @@ def check_keys(cls: type, data: Any, source: str, path: str = "") -> None:
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            guess = closest(str(key), fields)
-            hint = f"; did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(sorted(fields))}"
-            raise ConfigError(f"unknown key '{key_path}' in {source}{hint}")
+            raise unknown_key(key_path, fields, source)
         if not path and key == "model":
             _check_model_keys(value, source)
             continue
@@ -82,9 +80,7 @@ def _check_model_keys(data: Any, source: str) -> None:
     valid = {f.name for f in dataclasses.fields(FlexBertConfig) if f.init} | {"preset"}
     for key in data:
         if key not in valid:
-            guess = closest(str(key), valid)
-            hint = f"; did you mean '{guess}'?" if guess else ""
-            raise ConfigError(f"unknown key 'model.{key}' in {source}{hint}")
+            raise unknown_key(f"model.{key}", valid, source)
 
 
 def parse_overrides(overrides: Iterable[str]) -> Any:

@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "decode", "closest", "to_plain"]
+__all__ = ["ConfigError", "decode", "closest", "to_plain", "unknown_key"]
 
 
 class ConfigError(ValueError):
@@ -29,6 +29,14 @@ def closest(word: str, choices: typing.Iterable[str]) -> str | None:
 def _where(path: str, source: str | None) -> str:
     loc = f"'{path}'" if path else "the top level"
     return f"{loc} in {source}" if source else loc
+
+
+def unknown_key(key_path: str, valid: typing.Iterable[str], source: str | None) -> ConfigError:
+    """The error for a key that is not one of `valid`: where it is, and the closest valid key."""
+    valid = list(valid)
+    guess = closest(key_path.rsplit(".", 1)[-1], valid)
+    hint = f"; did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"unknown key {_where(key_path, source)}{hint}")
 
 
 def to_plain(data: Any) -> Any:
@@ -64,9 +72,7 @@ def decode(cls: type, data: Any, *, source: str | None = None, path: str = "") -
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            guess = closest(str(key), fields)
-            hint = f"; did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(sorted(fields))}"
-            raise ConfigError(f"unknown key {_where(key_path, source)}{hint}")
+            raise unknown_key(key_path, fields, source)
         kwargs[key] = _decode_value(hints[key], value, source, key_path)
     try:
         return cls(**kwargs)
