@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import resource
 import statistics
@@ -193,6 +194,7 @@ def measure(setup: Setup, seq_len: int, args, device: torch.device, dtype: torch
             loss = step(on_device[i])
             times.append(time.perf_counter() - t0)
         losses.append(float(loss))
+    kernel = model.model.attention_kernel(device, dtype).name  # resolved on the first forward
     if cuda:
         peak_mem = torch.cuda.max_memory_allocated(device)
     else:
@@ -207,11 +209,11 @@ def measure(setup: Setup, seq_len: int, args, device: torch.device, dtype: torch
     result = dict(seq_len=seq_len, rows=args.rows, tokens_per_step=statistics.mean(timed_real),
                   fill=statistics.mean(timed_real) / budget, step_s=statistics.median(times), tokens_per_s=tps,
                   flops_per_token=fpt, mfu=mfu, peak_flops=peak, peak_mem_bytes=peak_mem,
-                  losses=losses, paper_ratio=tps / PAPER_TOKENS_PER_S if cuda else None)
+                  losses=losses, kernel=kernel, paper_ratio=tps / PAPER_TOKENS_PER_S if cuda else None)
 
     print(f"== seq_len {seq_len}: {args.rows} rows/step, {result['tokens_per_step']:.0f} real tokens/step "
           f"({100 * result['fill']:.1f}% of {budget}{', rows padded to seq_len' if args.pad_to_budget else ''}), "
-          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+          f"{args.warmup} warm-up + {args.steps} timed steps; attention kernel {kernel}", flush=True)
     print(f"  step time (median)  {result['step_s'] * 1e3:.1f} ms   (all: {', '.join(f'{t * 1e3:.0f}' for t in times)} ms)")
     print(f"  tokens/s (real)     {tps:,.0f}")
     print(f"  FLOPs/token         {fpt:,.0f} = 6 x N_encoder {enc:,.0f} + attention sum 12 x d x context "
@@ -248,6 +250,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--warmup", type=int, help="untimed steps (default: CUDA 5, CPU 1; more with --compile)")
     p.add_argument("--steps", type=int, help="timed steps, median reported (default: CUDA 20, CPU 3)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--attn-backend", help="attention kernel (model.attn_backend: auto, torch_flash, flex, sdpa, ...)")
+    p.add_argument("--json", help="also append one JSON line per seq_len to this file")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -257,6 +261,8 @@ def main(argv=None) -> list[dict]:
     args.warmup = args.warmup if args.warmup is not None else ((5 if cuda else 1) + (5 if args.compile else 0))
     args.steps = args.steps or (20 if cuda else 3)
     setup = load_setup(args.model)
+    if args.attn_backend:
+        setup.model_cfg = dataclasses.replace(setup.model_cfg, attn_backend=args.attn_backend)
     cfg = setup.model_cfg
     n_params = count_params(cfg)
     where = torch.cuda.get_device_name(device) if cuda else f"cpu, {torch.get_num_threads()} threads"
@@ -264,13 +270,26 @@ def main(argv=None) -> list[dict]:
           f"{cfg.num_hidden_layers} layers, d {cfg.hidden_size}; optimizer {setup.optimizer.name} "
           f"lr {setup.optimizer.lr:g}; mlm {setup.mlm_probability:g} (sparse head)", flush=True)
     print(f"device {device} ({where}); {'bf16 autocast' if dtype == torch.bfloat16 else 'fp32'}; "
-          f"compile {args.compile}; torch {torch.__version__}; load avg (1 min) {os.getloadavg()[0]:.1f}", flush=True)
+          f"compile {args.compile}; attention {cfg.attn_backend}; torch {torch.__version__}; "
+          f"load avg (1 min) {os.getloadavg()[0]:.1f}", flush=True)
     results = []
     for seq_len in args.seq_len:
         run_args = argparse.Namespace(**vars(args))
         if run_args.rows is None:
             run_args.rows = max(1, 16 * 1024 // seq_len) if cuda else 2
-        results.append(measure(setup, seq_len, run_args, device, dtype))
+        try:
+            result = measure(setup, seq_len, run_args, device, dtype)
+        except torch.OutOfMemoryError as e:  # report and go on with the next length
+            print(f"== seq_len {seq_len}: out of memory with {run_args.rows} rows ({str(e).splitlines()[0]})", flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
+            continue
+        results.append(result)
+        if args.json:
+            record = dict(result, model=args.model, device=where, dtype=args.dtype or str(dtype), compile=args.compile,
+                          attn_backend=cfg.attn_backend, pad_to_budget=args.pad_to_budget, torch=torch.__version__)
+            with open(args.json, "a") as f:
+                f.write(json.dumps(record) + "\n")
     return results
 
 

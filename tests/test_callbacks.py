@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from flexbert.config.optim import OptimizerConfig
 from flexbert.config.strict import ConfigError
+from flexbert.train.builder import DEFAULT_CALLBACKS
 from flexbert.train.callbacks import (CALLBACKS, BatchStats, GradNorm, HFExport, Memory, NaNGuard, NonFiniteLossError,
-                                      ThroughputMFU, build_callback)
+                                      ReleaseGrads, ThroughputMFU, build_callback)
 from flexbert.train.optim import build_optimizer
 
 ROWS, SEQ = 4, 8  # 4 packing rows of 8 token slots per batch
@@ -247,9 +248,26 @@ def test_hf_export_at_fit_end_under_checkpoint_folder(tmp_path, fake_export):
 
 
 def test_registry_builds_by_name_with_clear_errors():
-    assert CALLBACKS.names() == ["batch_stats", "grad_norm", "hf_export", "memory", "nan_guard", "throughput"]
+    assert CALLBACKS.names() == ["batch_stats", "grad_norm", "hf_export", "memory", "nan_guard", "release_grads",
+                                 "throughput"]
     assert build_callback("grad_norm", {"interval": 5}).interval == 5
     with pytest.raises(ConfigError, match="did you mean 'grad_norm'"):
         build_callback("grad_nrom")
     with pytest.raises(ValueError, match="callbacks.memory: .*unexpected keyword"):
         build_callback("memory", {"every": 3})
+
+
+# --- release_grads ----------------------------------------------------------------------------------------
+
+
+def test_release_grads_drops_the_last_steps_gradients_when_evaluation_starts():
+    """Evaluation after a step must not carry that step's gradients (memory; compile + FSDP re-trace)."""
+    model = PackedModel()
+    optimizer = build_optimizer(model, OptimizerConfig(lr=1e-2))
+    batch = packed_batches(1)[0]
+    model.loss(model(batch), batch).backward()
+    optimizer.step()
+    assert all(p.grad is not None for p in model.parameters())  # what Composer leaves until the next batch
+    ReleaseGrads().eval_start(types.SimpleNamespace(optimizers=[optimizer]), logger=None)
+    assert all(p.grad is None for p in model.parameters())
+    assert "release_grads" in DEFAULT_CALLBACKS

@@ -24,7 +24,7 @@ __all__ = ["BuiltRun", "preflight", "build_trainer", "finish_run", "write_config
 log = logging.getLogger(__name__)
 
 #: Callbacks every run gets unless the run's `callbacks:` section sets them to false.
-DEFAULT_CALLBACKS = ("throughput", "batch_stats", "grad_norm", "memory", "nan_guard")
+DEFAULT_CALLBACKS = ("throughput", "batch_stats", "grad_norm", "memory", "nan_guard", "release_grads")
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """FlexBERT's Composer callbacks, one per file, and a name -> class registry for configs.
 
 Names: ``nan_guard`` (NaNGuard), ``throughput`` (ThroughputMFU), ``batch_stats`` (BatchStats),
-``grad_norm`` (GradNorm), ``memory`` (Memory), ``hf_export`` (HFExport).
+``grad_norm`` (GradNorm), ``memory`` (Memory), ``hf_export`` (HFExport),
+``release_grads`` (ReleaseGrads).
 ``build_callback("grad_norm", {"interval": 10})`` builds one from a config mapping.
 """
 from __future__ import annotations
@@ -16,14 +17,16 @@ from flexbert.train.callbacks.grad_norm import GradNorm, global_grad_norm
 from flexbert.train.callbacks.hf_export import HFExport
 from flexbert.train.callbacks.memory import Memory
 from flexbert.train.callbacks.nan_guard import NaNGuard, NonFiniteLossError
+from flexbert.train.callbacks.release_grads import ReleaseGrads
 from flexbert.train.callbacks.throughput import ThroughputMFU
 
 __all__ = ["CALLBACKS", "build_callback", "BatchStats", "GradNorm", "HFExport", "Memory", "NaNGuard",
-           "NonFiniteLossError", "ThroughputMFU", "global_grad_norm"]
+           "NonFiniteLossError", "ReleaseGrads", "ThroughputMFU", "global_grad_norm"]
 
 CALLBACKS: Registry[type[Callback]] = Registry("callback")
 for _name, _cls in (("nan_guard", NaNGuard), ("throughput", ThroughputMFU), ("batch_stats", BatchStats),
-                    ("grad_norm", GradNorm), ("memory", Memory), ("hf_export", HFExport)):
+                    ("grad_norm", GradNorm), ("memory", Memory), ("hf_export", HFExport),
+                    ("release_grads", ReleaseGrads)):
     CALLBACKS.register(_name)(_cls)
 
 
