@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One short, prepared GPU session: the CUDA tests, then training throughput, then one Composer
-# run with FSDP + torch.compile, then FlexBERT vs HF ModernBERT. Each step has its own time limit
+# One short, prepared GPU session: the CUDA tests, then training throughput, then three Composer
+# runs of the demo model (FSDP + compile, compile, FSDP), then FlexBERT vs HF ModernBERT. Each step has its own time limit
 # and a failed step does not stop the next; everything is logged to $OUT (default ./gpu_out).
 #
 # Made for a lent machine that has torch but not this project's other packages and no registry:

@@ -286,7 +286,8 @@ def main(argv=None) -> list[dict]:
             continue
         results.append(result)
         if args.json:
-            record = dict(result, model=args.model, device=where, dtype=args.dtype or str(dtype), compile=args.compile,
+            precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+            record = dict(result, model=args.model, device=where, dtype=precision, compile=args.compile,
                           attn_backend=cfg.attn_backend, pad_to_budget=args.pad_to_budget, torch=torch.__version__)
             with open(args.json, "a") as f:
                 f.write(json.dumps(record) + "\n")
