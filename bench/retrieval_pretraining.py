@@ -2,11 +2,14 @@
 
 1. Builds the offline code-search set from the running Python's standard library
    (`flexbert.retrieval.dataset`, split by file) unless `--data` already holds it.
-2. Trains a 512-token BPE on the training pairs, then MLM-pretrains a small FlexBERT
-   (yamls/models/tiny.yaml with `--hidden`, `--layers`, `--heads`) on the **training-split files only** (raw source
-   with docstrings, cut into 64-token chunks; validation and test files are never seen), with
-   a plain loop: AdamW lr 2e-3, 16 chunks per step, 30% masking; saves a checkpoint at each
-   `--steps` value.
+2. Trains a `--vocab-size` BPE (default 512) on the training pairs, then MLM-pretrains a small
+   FlexBERT (yamls/models/tiny.yaml with `--hidden`, `--layers`, `--heads`) on the
+   **training-split files** of `--source`, plus up to `--extra-chars` characters of
+   `--extra-source` folders (e.g. site-packages). Files holding a validation or test function
+   with its docstring are dropped from both (`flexbert.retrieval.corpus`), so no held-out pair is
+   seen. Raw source with docstrings, cut into 64-token chunks; a plain loop: AdamW lr 2e-3
+   (constant, or 1-sqrt decay to 0 over the last `--decay-fraction`), 16 chunks per step, 30%
+   masking; saves a checkpoint at each `--steps` value.
 3. For each checkpoint, each `--epochs` value and each `--seeds` value, fine-tunes the
    pretrained weights and fresh weights of the same architecture (`--random-init` arm, the
    same seed) with the same recipe (`flexbert.retrieval.train_eval`: mean pooling, in-batch
@@ -14,9 +17,11 @@
    and test. Choose settings on validation; test is printed beside it.
 
 Prints one JSON line per run and a table at the end; `--output` keeps checkpoints and a
-results.jsonl. CPU by default; a few minutes per 1000 pretraining steps at d=128 on 2 cores.
+results.jsonl. CPU by default; about 1 minute per 1000 pretraining steps at d=128 on 2 cores.
 
   python bench/retrieval_pretraining.py --hidden 128 --steps 3000 6000 --epochs 1 2 --seeds 1
+  python bench/retrieval_pretraining.py --vocab-size 4096 --steps 12000 24000 --epochs 3 --decay-fraction 0.2 \
+      --extra-source "$(python -c 'import site; print(site.getsitepackages()[0])')" --extra-chars 60000000
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ from flexbert.data.masking import MLMMasker  # noqa: E402
 from flexbert.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 from flexbert.export import save_hf  # noqa: E402
 from flexbert.model import FlexBertForMaskedLM  # noqa: E402
-from flexbert.retrieval.dataset import (DEFAULT_EXCLUDE, _python_files, _relative, build_dataset, read_split,  # noqa: E402
-                                        split_of, write_dataset)
+from flexbert.retrieval.corpus import HeldOutFilter, collect_pretraining_texts  # noqa: E402
+from flexbert.retrieval.dataset import build_dataset, read_split, write_dataset  # noqa: E402
 
 CHUNK = 64  # tokens per pretraining chunk, [CLS] and [SEP] included
 
@@ -49,17 +54,26 @@ def ensure_dataset(folder: Path, source: Path) -> None:
         write_dataset(splits, summary, folder)
 
 
-def pretraining_chunks(source: Path, tokenizer_dir: Path) -> list[torch.Tensor]:
-    """Training-split .py files of `source`, tokenized whole and cut into CHUNK-token pieces."""
+def pretraining_texts(source: Path, data: Path, extra: list[str], extra_chars: int) -> list[str]:
+    """Training-split files of `source`, plus up to `extra_chars` characters from `extra` folders.
+
+    Files holding a validation or test function with its docstring are dropped everywhere
+    (`flexbert.retrieval.corpus`), so pretraining never sees a held-out pair.
+    """
+    held_out = HeldOutFilter([*read_split(data, "validation"), *read_split(data, "test")])
+    texts, stats = collect_pretraining_texts([source], held_out, only_split="train")
+    print(f"pretraining corpus, {source.name} training split: {stats.describe()}", flush=True)
+    if extra and extra_chars > 0:
+        more, more_stats = collect_pretraining_texts(extra, held_out, max_chars=extra_chars)
+        print(f"pretraining corpus, extra sources: {more_stats.describe()}", flush=True)
+        texts += more
+    return texts
+
+
+def pretraining_chunks(texts: list[str], tokenizer_dir: Path) -> list[torch.Tensor]:
+    """`texts` tokenized whole and cut into CHUNK-token pieces, each framed by [CLS] ... [SEP]."""
     from tokenizers import Tokenizer
 
-    texts = []
-    for f in _python_files(source, DEFAULT_EXCLUDE):
-        if split_of(_relative(f, source)) == "train":
-            try:
-                texts.append(f.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, OSError):
-                continue
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     chunks = []
@@ -67,12 +81,21 @@ def pretraining_chunks(source: Path, tokenizer_dir: Path) -> list[torch.Tensor]:
         body = enc.ids[1:-1]  # the post-processor's [CLS] ... [SEP]
         step = CHUNK - 2
         chunks += [torch.tensor([cls_id, *body[i:i + step], sep_id]) for i in range(0, len(body), step)]
-    print(f"pretraining corpus: {len(texts)} training-split files, {sum(map(len, texts)):,} characters, "
+    print(f"pretraining corpus: {len(texts)} files, {sum(map(len, texts)):,} characters, "
           f"{len(chunks):,} chunks of <= {CHUNK} tokens", flush=True)
     return chunks
 
 
-def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, tokenizer_dir: Path) -> dict[int, Path]:
+def lr_factor(step: int, total: int, decay_fraction: float) -> float:
+    """Trapezoid (the ModernBERT recipe, warmup left out): flat, then 1-sqrt decay over the last fraction."""
+    decay_steps = int(total * decay_fraction)
+    if decay_steps == 0 or step <= total - decay_steps:
+        return 1.0
+    return 1.0 - ((step - (total - decay_steps)) / decay_steps) ** 0.5
+
+
+def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, tokenizer_dir: Path,
+             decay_fraction: float = 0.0) -> dict[int, Path]:
     torch.manual_seed(0)
     model = FlexBertForMaskedLM(cfg)
     special = [cfg.pad_token_id, cfg.cls_token_id, cfg.sep_token_id, cfg.mask_token_id]
@@ -82,6 +105,8 @@ def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, token
     saved, t0 = {}, time.time()
     model.train()
     for step in range(1, max(steps) + 1):
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * lr_factor(step, max(steps), decay_fraction)
         pick = torch.randint(len(chunks), (16,), generator=gen).tolist()
         batch = torch.nn.utils.rnn.pad_sequence([chunks[i] for i in pick], batch_first=True,
                                                 padding_value=cfg.pad_token_id)
@@ -123,6 +148,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--hidden", type=int, default=128, help="hidden size (intermediate = 2x)")
     p.add_argument("--layers", type=int, default=2, help="layers (global attention every 2nd, local window 16)")
     p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary, trained on the training pairs")
     p.add_argument("--steps", type=int, nargs="+", default=[3000, 6000], help="pretraining checkpoints")
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 2], help="fine-tuning epochs to try")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="fine-tuning seeds")
@@ -131,21 +157,28 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--output", default="runs/retrieval_pretraining")
     p.add_argument("--data", help="code-search set folder (default: OUTPUT/data, built if missing)")
     p.add_argument("--source", default=sysconfig.get_paths()["stdlib"], help="Python source folder")
+    p.add_argument("--extra-source", nargs="*", default=[],
+                   help="more folders of .py files for pretraining only (e.g. site-packages)")
+    p.add_argument("--extra-chars", type=int, default=0, help="characters to take from --extra-source")
+    p.add_argument("--decay-fraction", type=float, default=0.0,
+                   help="1-sqrt LR decay to 0 over this last fraction of the longest --steps (0: constant LR)")
     args = p.parse_args(argv)
     out, source = Path(args.output), Path(args.source)
     data = Path(args.data) if args.data else out / "data"
     ensure_dataset(data, source)
-    tok = out / "tokenizer"
+    tok = out / f"tokenizer-{args.vocab_size}"
     if not (tok / "tokenizer.json").is_file():
-        train_tokenizer([r["query"] + "\n" + r["document"] for r in read_split(data, "train")], vocab_size=512,
-                        output=tok, show_progress=False)
+        train_tokenizer([r["query"] + "\n" + r["document"] for r in read_split(data, "train")],
+                        vocab_size=args.vocab_size, output=tok, show_progress=False)
     info = load_tokenizer(tok)
-    cfg = load_model_config({"preset": "tiny", "vocab_size": 512, "hidden_size": args.hidden,
+    vocab = max(64, -(-info.vocab_size // 64) * 64)  # a multiple of 64
+    cfg = load_model_config({"preset": "tiny", "vocab_size": vocab, "hidden_size": args.hidden,
                              "intermediate_size": 2 * args.hidden, "num_hidden_layers": args.layers,
                              "num_attention_heads": args.heads, "global_attn_every_n_layers": 2, "local_attention": 16,
                              "pad_token_id": info.pad_id, "cls_token_id": info.cls_id, "sep_token_id": info.sep_id,
                              "mask_token_id": info.mask_id})
-    checkpoints = pretrain(cfg, pretraining_chunks(source, tok), sorted(args.steps), out, tok)
+    chunks = pretraining_chunks(pretraining_texts(source, data, args.extra_source, args.extra_chars), tok)
+    checkpoints = pretrain(cfg, chunks, sorted(args.steps), out, tok, args.decay_fraction)
     rows = []
     for step, ckpt in checkpoints.items():
         for epochs in args.epochs:

@@ -4,7 +4,8 @@
     python -m flexbert.retrieval --checkpoint runs/demo/hf --data data/retrieval/stdlib
 
 Modules: dataset (pairs + file-level split), model (checkpoint -> SentenceTransformer with mean
-pooling), train_eval (in-batch-negatives fine-tuning, InformationRetrievalEvaluator).
+pooling), train_eval (in-batch-negatives fine-tuning, InformationRetrievalEvaluator), corpus
+(MLM pretraining text with held-out functions filtered out).
 sentence-transformers is an optional dependency (``pip install -e .[eval]``), imported lazily.
 See docs/retrieval.md.
 """
