@@ -38,12 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from flexbert.config.model import load_model_config  # noqa: E402
+from flexbert.config.optim import SchedulerConfig  # noqa: E402
 from flexbert.data.masking import MLMMasker  # noqa: E402
 from flexbert.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 from flexbert.export import save_hf  # noqa: E402
 from flexbert.model import FlexBertForMaskedLM  # noqa: E402
 from flexbert.retrieval.corpus import HeldOutFilter, collect_pretraining_texts  # noqa: E402
 from flexbert.retrieval.dataset import build_dataset, read_split, write_dataset  # noqa: E402
+from flexbert.train.schedulers import lr_multiplier_at  # noqa: E402
 
 CHUNK = 64  # tokens per pretraining chunk, [CLS] and [SEP] included
 
@@ -87,11 +89,9 @@ def pretraining_chunks(texts: list[str], tokenizer_dir: Path) -> list[torch.Tens
 
 
 def lr_factor(step: int, total: int, decay_fraction: float) -> float:
-    """Trapezoid (the ModernBERT recipe, warmup left out): flat, then 1-sqrt decay over the last fraction."""
-    decay_steps = int(total * decay_fraction)
-    if decay_steps == 0 or step <= total - decay_steps:
-        return 1.0
-    return 1.0 - ((step - (total - decay_steps)) / decay_steps) ** 0.5
+    """The project's trapezoid (flexbert.train.schedulers) without warmup: flat, then 1-sqrt decay to 0."""
+    decay = SchedulerConfig("warmup_stable_decay", t_warmup="0ba", t_decay=f"{int(total * decay_fraction)}ba")
+    return lr_multiplier_at(decay, f"{step}ba", f"{total}ba")
 
 
 def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, tokenizer_dir: Path,
