@@ -14,14 +14,18 @@
    pretrained weights and fresh weights of the same architecture (`--random-init` arm, the
    same seed) with the same recipe (`flexbert.retrieval.train_eval`: mean pooling, in-batch
    negatives, lr `--lr`, batch `--batch-size`, 64 tokens) and scores nDCG@10 on validation
-   and test. Choose settings on validation; test is printed beside it.
+   and test, pooled over queries and macro-averaged over held-out files
+   (`flexbert.retrieval.breakdown`). Choose settings on validation; test is printed beside it.
+   `--checkpoint` skips step 2 and fine-tunes that saved checkpoint instead.
 
 Prints one JSON line per run and a table at the end; `--output` keeps checkpoints and a
-results.jsonl. CPU by default; about 1 minute per 1000 pretraining steps at d=128 on 2 cores.
+results.jsonl (with every held-out file's score). CPU by default; about 1 minute per 1000
+pretraining steps at d=128 on 2 cores (progress lines every 5%).
 
   python bench/retrieval_pretraining.py --hidden 128 --steps 3000 6000 --epochs 1 2 --seeds 1
   python bench/retrieval_pretraining.py --vocab-size 4096 --steps 12000 24000 --epochs 3 --decay-fraction 0.2 \
       --extra-source "$(python -c 'import site; print(site.getsitepackages()[0])')" --extra-chars 60000000
+  python bench/retrieval_pretraining.py --checkpoint runs/X/pretrained-96000 --data runs/X/data --seeds 1 2 3
 """
 from __future__ import annotations
 
@@ -103,10 +107,12 @@ def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, token
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     saved, t0 = {}, time.time()
+    total = max(steps)
+    report_every = max(1, total // 20)
     model.train()
-    for step in range(1, max(steps) + 1):
+    for step in range(1, total + 1):
         for group in opt.param_groups:
-            group["lr"] = 2e-3 * lr_factor(step, max(steps), decay_fraction)
+            group["lr"] = 2e-3 * lr_factor(step, total, decay_fraction)
         pick = torch.randint(len(chunks), (16,), generator=gen).tolist()
         batch = torch.nn.utils.rnn.pad_sequence([chunks[i] for i in pick], batch_first=True,
                                                 padding_value=cfg.pad_token_id)
@@ -117,6 +123,10 @@ def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, token
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step % report_every == 0 and step not in steps:  # a long CPU run says where it is
+            rate = step / (time.time() - t0)
+            print(f"  step {step}/{total} ({rate:.1f} steps/s, {(total - step) / rate / 60:.0f} min left), "
+                  f"MLM loss {loss.item():.3f}", flush=True)
         if step in steps:
             model.eval()
             saved[step] = out / f"pretrained-{step}"
@@ -127,6 +137,7 @@ def pretrain(cfg, chunks: list[torch.Tensor], steps: list[int], out: Path, token
 
 
 def finetune_and_score(checkpoint: Path, data: Path, arm: str, epochs: int, seed: int, args) -> dict:
+    from flexbert.retrieval.breakdown import macro_ndcg, ndcg_by_file, per_query_ndcg
     from flexbert.retrieval.model import retriever_from_checkpoint
     from flexbert.retrieval.train_eval import evaluate_retrieval, train_retriever
 
@@ -137,10 +148,17 @@ def finetune_and_score(checkpoint: Path, data: Path, arm: str, epochs: int, seed
                                    device="cpu") as (model, _):
         history = train_retriever(model, train, epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed)
         v, t = evaluate_retrieval(model, val), evaluate_retrieval(model, test)
+        files = {name: ndcg_by_file(split, per_query_ndcg(model, split)) for name, split in
+                 (("validation", val), ("test", test))}
     return {"checkpoint": checkpoint.name, "arm": arm, "epochs": epochs, "seed": seed, "lr": args.lr,
             "batch_size": args.batch_size, "loss": [round(r["loss"], 3) for r in history],
             "validation_ndcg@10": round(v["ndcg@10"], 4), "test_ndcg@10": round(t["ndcg@10"], 4),
-            "test_mrr@10": round(t["mrr@10"], 4)}
+            "test_mrr@10": round(t["mrr@10"], 4),
+            # every held-out file weighed once: a split can be a third one file (ndcg_by_file)
+            "validation_macro_ndcg@10": round(macro_ndcg(files["validation"]), 4),
+            "test_macro_ndcg@10": round(macro_ndcg(files["test"]), 4),
+            "by_file": {name: {path: [v["queries"], round(v["ndcg@10"], 4)] for path, v in groups.items()}
+                        for name, groups in files.items()}}
 
 
 def main(argv=None) -> list[dict]:
@@ -155,6 +173,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--output", default="runs/retrieval_pretraining")
+    p.add_argument("--checkpoint", help="fine-tune this exported checkpoint (made by an earlier run with the same "
+                   "--data) instead of pretraining; its tokenizer is used")
     p.add_argument("--data", help="code-search set folder (default: OUTPUT/data, built if missing)")
     p.add_argument("--source", default=sysconfig.get_paths()["stdlib"], help="Python source folder")
     p.add_argument("--extra-source", nargs="*", default=[],
@@ -166,6 +186,9 @@ def main(argv=None) -> list[dict]:
     out, source = Path(args.output), Path(args.source)
     data = Path(args.data) if args.data else out / "data"
     ensure_dataset(data, source)
+    if args.checkpoint:
+        checkpoints = {None: Path(args.checkpoint)}
+        return _finetune_all(checkpoints, data, args, out)
     tok = out / f"tokenizer-{args.vocab_size}"
     if not (tok / "tokenizer.json").is_file():
         train_tokenizer([r["query"] + "\n" + r["document"] for r in read_split(data, "train")],
@@ -179,6 +202,11 @@ def main(argv=None) -> list[dict]:
                              "mask_token_id": info.mask_id})
     chunks = pretraining_chunks(pretraining_texts(source, data, args.extra_source, args.extra_chars), tok)
     checkpoints = pretrain(cfg, chunks, sorted(args.steps), out, tok, args.decay_fraction)
+    return _finetune_all(checkpoints, data, args, out)
+
+
+def _finetune_all(checkpoints: dict, data: Path, args, out: Path) -> list[dict]:
+    """Both arms for every checkpoint x epochs x seed; one JSON line each (per-file scores in results.jsonl only)."""
     rows = []
     for step, ckpt in checkpoints.items():
         for epochs in args.epochs:
@@ -186,18 +214,19 @@ def main(argv=None) -> list[dict]:
                 for arm in ("pretrained", "random"):
                     row = finetune_and_score(ckpt, data, arm, epochs, seed, args)
                     row["pretraining_steps"] = step
-                    print(json.dumps(row), flush=True)
+                    print(json.dumps({k: v for k, v in row.items() if k != "by_file"}), flush=True)
                     rows.append(row)
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    print(f"\n{'pretrain steps':>14} {'epochs':>6} {'seed':>4} | {'pretrained val':>14} {'test':>6} | "
-          f"{'random val':>10} {'test':>6}")
-    for i in range(0, len(rows), 2):
-        a, b = rows[i], rows[i + 1]
-        print(f"{a['pretraining_steps']:>14} {a['epochs']:>6} {a['seed']:>4} | {a['validation_ndcg@10']:>14.4f} "
-              f"{a['test_ndcg@10']:>6.4f} | {b['validation_ndcg@10']:>10.4f} {b['test_ndcg@10']:>6.4f}")
+    print(f"\nnDCG@10, pooled (macro over files) | {'pretrain steps':>14} {'epochs':>6} {'seed':>4} | "
+          f"{'pretrained val':>22} {'test':>15} | {'random val':>15} {'test':>15}")
+    for a, b in zip(rows[::2], rows[1::2]):
+        cells = [f"{r[f'{split}_ndcg@10']:.4f} ({r[f'{split}_macro_ndcg@10']:.4f})"
+                 for r in (a, b) for split in ("validation", "test")]
+        print(f"{'':>35} | {str(a['pretraining_steps']):>14} {a['epochs']:>6} {a['seed']:>4} | "
+              f"{cells[0]:>22} {cells[1]:>15} | {cells[2]:>15} {cells[3]:>15}")
     return rows
-
 
 if __name__ == "__main__":
     main()
