@@ -49,6 +49,7 @@ from flexbert.export import save_hf  # noqa: E402
 from flexbert.model import FlexBertForMaskedLM  # noqa: E402
 from flexbert.retrieval.corpus import HeldOutFilter, collect_pretraining_texts  # noqa: E402
 from flexbert.retrieval.dataset import build_dataset, read_split, write_dataset  # noqa: E402
+from flexbert.sweep.io import atomic_write_text  # noqa: E402
 from flexbert.train.schedulers import lr_multiplier_at  # noqa: E402
 
 CHUNK = 64  # tokens per pretraining chunk, [CLS] and [SEP] included
@@ -157,7 +158,7 @@ def finetune_and_score(checkpoint: Path, data: Path, arm: str, epochs: int, seed
             # every held-out file weighed once: a split can be a third one file (ndcg_by_file)
             "validation_macro_ndcg@10": round(macro_ndcg(files["validation"]), 4),
             "test_macro_ndcg@10": round(macro_ndcg(files["test"]), 4),
-            "by_file": {name: {path: [v["queries"], round(v["ndcg@10"], 4)] for path, v in groups.items()}
+            "by_file": {name: {path: [g["queries"], round(g["ndcg@10"], 4)] for path, g in groups.items()}
                         for name, groups in files.items()}}
 
 
@@ -217,8 +218,7 @@ def _finetune_all(checkpoints: dict, data: Path, args, out: Path) -> list[dict]:
                     print(json.dumps({k: v for k, v in row.items() if k != "by_file"}), flush=True)
                     rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+    atomic_write_text(str(out / "results.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     print(f"\nnDCG@10, pooled (macro over files) | {'pretrain steps':>14} {'epochs':>6} {'seed':>4} | "
           f"{'pretrained val':>22} {'test':>15} | {'random val':>15} {'test':>15}")
     for a, b in zip(rows[::2], rows[1::2]):
@@ -227,6 +227,7 @@ def _finetune_all(checkpoints: dict, data: Path, args, out: Path) -> list[dict]:
         print(f"{'':>35} | {str(a['pretraining_steps']):>14} {a['epochs']:>6} {a['seed']:>4} | "
               f"{cells[0]:>22} {cells[1]:>15} | {cells[2]:>15} {cells[3]:>15}")
     return rows
+
 
 if __name__ == "__main__":
     main()
