@@ -30,3 +30,13 @@ def test_dockerfile_runs_as_non_root_and_uses_the_install_script():
 def test_install_script_is_valid_bash():
     result = subprocess.run(["bash", "-n", str(DOCKER / "install.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_base_image_carries_a_supported_torch():
+    """install.sh keeps the image's torch, so the image must start from one FlexBERT supports."""
+    from flexbert.stack import torch_supported
+
+    text = (DOCKER / "Dockerfile").read_text()
+    image = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ARG BASE_IMAGE="))
+    tag = image.split(":", 1)[1]  # e.g. 2.10.0-cuda12.8-cudnn9-devel
+    assert torch_supported(tag.split("-")[0]), image
