@@ -65,10 +65,13 @@ def test_config_json_is_explicit(tmp_path):
                 "norm_eps", "norm_bias", "attention_bias", "mlp_bias", "classifier_bias", "decoder_bias",
                 "hidden_activation", "classifier_activation", "tie_word_embeddings", "max_position_embeddings",
                 "pad_token_id", "bos_token_id", "cls_token_id", "eos_token_id", "sep_token_id",
-                "initializer_range", "initializer_cutoff_factor", "classifier_pooling", "transformers_version"):
+                "initializer_range", "initializer_cutoff_factor", "classifier_pooling", "transformers_version",
+                "layer_types", "rope_parameters"):
         assert key in written, key
     assert written["model_type"] == "modernbert" and written["architectures"] == ["ModernBertForMaskedLM"]
     assert written["local_rope_theta"] == 160000.0
+    assert written["rope_parameters"]["sliding_attention"] == {"rope_type": "default", "rope_theta": 160000.0}
+    assert written["layer_types"] == ["full_attention", "sliding_attention", "full_attention"]  # period 2
     assert (written["pad_token_id"], written["cls_token_id"], written["sep_token_id"]) == (PAD, CLS, SEP)
     assert written["bos_token_id"] == CLS and written["eos_token_id"] == SEP
     for key in ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"):

@@ -83,10 +83,19 @@ def _hf_dict(**kw):
     return d
 
 
+def _hf_v4_dict(**kw):
+    """_hf_dict as transformers 4.x writes it: no layer_types / rope_parameters (5.x adds those)."""
+    d = _hf_dict(**kw)
+    d.pop("layer_types", None)
+    d.pop("rope_parameters", None)
+    return d
+
+
 def test_import_maps_every_field():
-    cfg = config_from_hf(_hf_dict(attention_dropout=0.1, hidden_activation="gelu_pytorch_tanh",
-                                  classifier_activation="swish", local_rope_theta=None, global_rope_theta=5e4,
-                                  classifier_pooling="mean", tie_word_embeddings=False, decoder_bias=False))
+    # a 4.x dict: a null local_rope_theta ("use the global theta") exists only in 4.x's config
+    cfg = config_from_hf(_hf_v4_dict(attention_dropout=0.1, hidden_activation="gelu_pytorch_tanh",
+                                     classifier_activation="swish", local_rope_theta=None, global_rope_theta=5e4,
+                                     classifier_pooling="mean", tie_word_embeddings=False, decoder_bias=False))
     assert cfg.attention_dropout == 0.1 and cfg.attn_out_dropout == 0.1  # HF uses one value for both
     assert cfg.hidden_activation == "gelu_tanh" and cfg.classifier_activation == "silu"
     assert cfg.local_rope_theta == 5e4  # HF: null local theta means the global one

@@ -7,12 +7,16 @@ only when it describes that architecture; anything else is refused here with the
 its value, so an export never silently computes something different from the trained model.
 
 Weight names are identical on both sides (see docs/ARCHITECTURE.md), so weights need no
-renaming; `hf.py` only checks the key sets and handles the tied decoder.
+renaming; `hf.py` only checks the key sets and handles the tied decoder. The global/local layer
+pattern and the RoPE thetas are written and read in both config generations (transformers 4.x
+keys and 5.x `layer_types` / `rope_parameters`) by `hf_layout.py`.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping
+
+from flexbert.export.hf_layout import LAYOUT_KEYS, layout_from_hf, layout_to_hf
 
 __all__ = [
     "ExportError",
@@ -69,8 +73,8 @@ _HF_IGNORED = {
 _SAME_NAME = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "max_position_embeddings", "initializer_range", "initializer_cutoff_factor", "norm_eps",
-    "norm_bias", "pad_token_id", "cls_token_id", "sep_token_id", "global_rope_theta", "attention_bias",
-    "global_attn_every_n_layers", "local_attention", "embedding_dropout", "mlp_bias", "mlp_dropout",
+    "norm_bias", "pad_token_id", "cls_token_id", "sep_token_id", "attention_bias",
+    "local_attention", "embedding_dropout", "mlp_bias", "mlp_dropout",
     "decoder_bias", "classifier_pooling", "classifier_dropout", "classifier_bias", "sparse_prediction",
     "tie_word_embeddings", "problem_type", "mask_token_id",
 )
@@ -144,9 +148,9 @@ def config_to_hf(cfg: Any, *, transformers_version: str | None = None, dtype: st
         "sep_token_id": c["sep_token_id"],
         # Not an HF field (HF keeps it in the tokenizer); stored so import restores it.
         "mask_token_id": c["mask_token_id"],
-        "global_rope_theta": float(c["global_rope_theta"]),
-        "local_rope_theta": float(c["local_rope_theta"]),
-        "global_attn_every_n_layers": c["global_attn_every_n_layers"],
+        # both generations: 4.x keys, and 5.x layer_types / rope_parameters saying the same
+        **layout_to_hf(c["global_attn_every_n_layers"], c["num_hidden_layers"],
+                       c["global_rope_theta"], c["local_rope_theta"]),
         "local_attention": c["local_attention"],
         "attention_bias": c["attention_bias"],
         "mlp_bias": c["mlp_bias"],
@@ -196,13 +200,9 @@ def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None, s
     hf = dict(hf)
     if hf.get("model_type") != "modernbert":
         raise ExportError(f"model_type is {hf.get('model_type')!r}{where}; only 'modernbert' folders can be imported")
-    if "rope_theta" in hf:  # HF's attribute_map alias of global_rope_theta
-        alias = hf.pop("rope_theta")
-        if hf.setdefault("global_rope_theta", alias) != alias:
-            raise ExportError(f"rope_theta {alias} and global_rope_theta {hf['global_rope_theta']} disagree{where}")
-    problems = []
-    known = set(_SAME_NAME) | _HF_IGNORED | {
-        "hidden_activation", "classifier_activation", "attention_dropout", "local_rope_theta",
+    layout, problems = layout_from_hf(hf)  # layer pattern and thetas, from either generation
+    known = set(_SAME_NAME) | _HF_IGNORED | set(LAYOUT_KEYS) | {
+        "hidden_activation", "classifier_activation", "attention_dropout",
         "sparse_pred_ignore_index", "rope_scaling", "pruned_heads",
     }
     unknown = sorted(set(hf) - known)
@@ -226,12 +226,8 @@ def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None, s
     fields = {f.name for f in dataclasses.fields(FlexBertConfig)}
     kw: dict[str, Any] = {k: hf[k] for k in _SAME_NAME if k in hf and hf[k] is not None}
     kw.update(acts)
+    kw.update(layout)
     kw.update(embedding="modernbert", norm="layernorm", layer_layout="prenorm", attention="rope", mlp="glu")
-    # HF ModernBERT's local_rope_theta=None means "use the global theta" for local layers.
-    local = hf.get("local_rope_theta")
-    kw["local_rope_theta"] = float(local if local is not None else kw.get("global_rope_theta", 160000.0))
-    if "global_rope_theta" in kw:
-        kw["global_rope_theta"] = float(kw["global_rope_theta"])
     # HF applies one attention_dropout to probabilities and after Wo; FlexBERT has both knobs.
     p = float(hf.get("attention_dropout", 0.0) or 0.0)
     kw["attention_dropout"] = p
@@ -248,12 +244,9 @@ def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None, s
     # the FlexBERT config never inherits FlexBERT defaults that differ from what HF computed.
     hf_defaults = {"norm_eps": 1e-5, "norm_bias": False, "attention_bias": False, "mlp_bias": False,
                    "classifier_bias": False, "decoder_bias": True, "tie_word_embeddings": True,
-                   "global_rope_theta": 160000.0, "global_attn_every_n_layers": 3, "local_attention": 128,
-                   "hidden_activation": "gelu", "classifier_activation": "gelu"}
+                   "local_attention": 128, "hidden_activation": "gelu", "classifier_activation": "gelu"}
     for k, v in hf_defaults.items():
         kw.setdefault(k, v)
-    if local is None and "local_rope_theta" not in hf:
-        kw["local_rope_theta"] = 10000.0  # key absent (not null): HF's default applies
     missing_fields = sorted(k for k in kw if k not in fields and k not in ("num_labels", "problem_type"))
     if missing_fields:  # contract drift between this module and flexbert.config.model
         raise ExportError(f"FlexBertConfig has no fields {missing_fields}; update flexbert/export/mapping.py")
