@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import random
 import subprocess
 import sys
@@ -139,8 +140,13 @@ def test_tokenizer_files_copied_and_checked(tmp_path):
     source_files = sorted(p.name for p in (tmp_path / "tok").iterdir())
     assert {"tokenizer.json", "tokenizer_config.json"} <= set(source_files)
     assert sorted(n for n in written if n in TOKENIZER_FILES) == source_files
-    for name in source_files:
+    for name in set(source_files) - {"tokenizer_config.json"}:
         assert (tmp_path / "hf" / name).read_bytes() == (tmp_path / "tok" / name).read_bytes()
+    # ... and tokenizer_config.json names a class transformers 4.x resolves too (5.x wrote its own name)
+    source_config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    written_config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert source_config["tokenizer_class"] == "TokenizersBackend"
+    assert written_config == {**source_config, "tokenizer_class": "PreTrainedTokenizerFast"}
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (PAD, CLS, SEP, MASK)
 

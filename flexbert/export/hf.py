@@ -111,11 +111,28 @@ def _write_tokenizer(tokenizer: Any, cfg: Any, dest: Path) -> list[str]:
         names = [n for n in TOKENIZER_FILES if (src / n).is_file()]
         for n in names:
             shutil.copyfile(src / n, dest / n)
-        return names
-    _check_tokenizer(tokenizer, cfg)
-    before = set(os.listdir(dest))
-    tokenizer.save_pretrained(str(dest))
-    return sorted(set(os.listdir(dest)) - before)
+    else:
+        _check_tokenizer(tokenizer, cfg)
+        before = set(os.listdir(dest))
+        tokenizer.save_pretrained(str(dest))
+        names = sorted(set(os.listdir(dest)) - before)
+    _portable_tokenizer_class(dest / "tokenizer_config.json")
+    return names
+
+
+# transformers 5 saves fast tokenizers as class "TokenizersBackend", a name 4.x cannot resolve; both
+# generations load "PreTrainedTokenizerFast" from the same tokenizer.json.
+_PORTABLE_TOKENIZER_CLASS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def _portable_tokenizer_class(path: Path) -> None:
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    portable = _PORTABLE_TOKENIZER_CLASS.get(config.get("tokenizer_class"))
+    if portable is not None:
+        config["tokenizer_class"] = portable
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_hf(model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any = None, *,
