@@ -26,7 +26,22 @@ from torch import nn
 from flexbert.config.model import FlexBertConfig
 from flexbert.model.registries import INITS
 
-__all__ = ["init_weights", "role_stds"]
+__all__ = ["init_weights", "role_stds", "truncated_normal_"]
+
+
+def truncated_normal_(tensor: torch.Tensor, std: float, cutoff: float) -> torch.Tensor:
+    """Fill `tensor` in place from N(0, std^2) truncated to [-cutoff * std, cutoff * std].
+
+    Inverse-CDF sampling from one uniform draw per element. torch's own trunc_normal_
+    switched to rejection sampling in 2.13, which draws other numbers from the same seed;
+    doing it here keeps a seed's initial weights the same on every torch version (recorded
+    results such as bench/results/retrieval_pretraining.md depend on that).
+    """
+    half_mass = math.erf(cutoff / math.sqrt(2.0))  # P(|z| <= cutoff) for z ~ N(0, 1)
+    tensor.uniform_(-half_mass, half_mass)
+    tensor.erfinv_()
+    tensor.mul_(std * math.sqrt(2.0))
+    return tensor.clamp_(min=-cutoff * std, max=cutoff * std)
 
 
 def role_stds(config: FlexBertConfig) -> dict[str, float]:
@@ -70,7 +85,7 @@ def _modernbert_init(model: nn.Module, config: FlexBertConfig) -> None:
                 continue
             std = stds[role]
             if id(child.weight) not in done:
-                nn.init.trunc_normal_(child.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
+                truncated_normal_(child.weight, std, cutoff)
                 done.add(id(child.weight))
             if getattr(child, "bias", None) is not None:
                 nn.init.zeros_(child.bias)

@@ -76,7 +76,7 @@ def train_retriever(model: Any, pairs: Sequence[dict], *, epochs: int = 1, batch
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         row = {"epoch": epoch, "loss": sum(losses) / len(losses), "steps": len(losses)}
         log.info("epoch %d: loss %.4f over %d steps", epoch, row["loss"], row["steps"])
         history.append(row)
