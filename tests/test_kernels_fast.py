@@ -2,7 +2,9 @@
 
 Shape legend: T packed tokens, N heads, H head dim, D documents.
 
-On CPU: flex runs eagerly (fp32, 1e-5), its block mask is checked tile by tile against
+On CPU: flex runs eagerly (fp32, 1e-5): forward always, backward where this torch has
+FlexAttention backward on CPU (recent torch refuses it: skipped with the kernel's own
+reason, and the refusal itself is tested); its block mask is checked tile by tile against
 torch's create_block_mask, torch_flash's aten wiring runs on meta tensors (checked
 against the op schemas) and flash_attn's call is checked through a stand-in module.
 GPU tests (marker `gpu`) compare all three in bf16, with backward, skipped with each
@@ -75,9 +77,15 @@ def _flex():
     return kernel
 
 
+def _flex_backward_reason() -> str | None:
+    return KERNELS.get("flex")().backward_unavailable_reason(torch.device("cpu"), torch.float32)
+
+
 @pytest.mark.parametrize("lengths", (LENGTHS, (4, 0, 130)), ids=("5docs", "empty_doc"))
 @pytest.mark.parametrize("window", WINDOWS)
-def test_flex_cpu_matches_reference_forward_and_backward(window, lengths):
+def test_flex_cpu_forward_matches_reference(window, lengths):
+    # q, k, v require grad and grad mode is on (as in eval without no_grad): forward must work
+    # whether or not this torch has FlexAttention backward on CPU.
     kernel = _flex()
     seqs = make_seqs(lengths)
     q, k, v = make_qkv(sum(lengths))
@@ -86,8 +94,58 @@ def test_flex_cpu_matches_reference_forward_and_backward(window, lengths):
     ref = reference(q, k, v, lengths, window, scale)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert (out.double() - ref).abs().max().item() < 1e-5
+    with torch.no_grad():  # inference: the same numbers
+        assert torch.equal(kernel(q, k, v, seqs, window, 0.0, scale), out.detach())
+
+
+@pytest.mark.parametrize("lengths", (LENGTHS, (4, 0, 130)), ids=("5docs", "empty_doc"))
+@pytest.mark.parametrize("window", WINDOWS)
+def test_flex_cpu_backward_matches_reference(window, lengths):
+    kernel = _flex()
+    why = _flex_backward_reason()
+    if why is not None:
+        pytest.skip(f"flex backward on CPU: {why}")
+    seqs = make_seqs(lengths)
+    q, k, v = make_qkv(sum(lengths))
+    scale = 16 ** -0.5
+    out = kernel(q, k, v, seqs, window, 0.0, scale)
+    ref = reference(q, k, v, lengths, window, scale)
     for got, want in zip(grads(out, q, k, v), grads(ref, q, k, v)):
         assert (got.double() - want).abs().max().item() < 1e-5
+
+
+def test_flex_cpu_backward_declaration_matches_torch():
+    # The declaration comes from a probe; check it against a real backward through the kernel.
+    kernel = _flex()
+    why = _flex_backward_reason()
+    q, k, v = make_qkv(sum(LENGTHS))
+    out = kernel(q, k, v, make_seqs(LENGTHS), 3, 0.0, 0.25)
+    if why is None:
+        assert all(torch.isfinite(g).all() for g in grads(out, q, k, v))
+        resolve_kernel("flex", torch.device("cpu"), torch.float32, needs_backward=True)
+        return
+    assert "no backward on CPU" in why and torch.__version__ in why and "sdpa" in why  # says what to do
+    from torch.nn.attention.flex_attention import flex_attention
+
+    x = torch.zeros(1, 2, 32, 16, requires_grad=True)
+    with pytest.raises(NotImplementedError):  # torch itself refuses: the declaration is true
+        flex_attention(x, x, x).sum().backward()
+    with pytest.raises(RuntimeError) as err:
+        out.sum().backward()
+    assert str(err.value) == f"attention kernel 'flex': {why}"
+    with pytest.raises(ConfigError) as err:
+        resolve_kernel("flex", torch.device("cpu"), torch.float32, needs_backward=True)
+    assert f"attention kernel 'flex' at model.attn_backend cannot train on cpu torch.float32: {why}" == str(err.value)
+    assert resolve_kernel("flex", torch.device("cpu"), torch.float32).name == "flex"  # inference is fine
+
+
+def test_only_flex_declares_a_backward_limit_and_only_on_cpu():
+    kernel = KERNELS.get("flex")()
+    assert kernel.backward_unavailable_reason(torch.device("cuda"), torch.bfloat16) is None
+    for name in set(KERNELS.names()) - {"flex"}:  # every other kernel trains wherever it runs
+        assert KERNELS.get(name)().backward_unavailable_reason(torch.device("cpu"), torch.float32) is None
+    # so `auto` (which the trainer does not re-check) always picks a kernel that trains on CPU
+    assert resolve_kernel("auto", torch.device("cpu"), torch.float32, needs_backward=True).name == "sdpa"
 
 
 def test_flex_window_is_inclusive_half_width():
@@ -276,3 +334,50 @@ def test_gpu_dropout_reproducible_and_differentiable(name):
     second = kernel(q, k, v, seqs, 16, 0.5, 0.125)
     assert torch.equal(first, second) and not torch.equal(first, clean)
     assert all(torch.isfinite(g).all() for g in grads(first, q, k, v))
+
+
+# ---------------------------------------------------------------- flex for CPU training: refused up front
+def _flex_cpu_training_run(tmp_path):
+    """A tiny CPU run YAML asking for flex; skips where this torch trains flex on CPU."""
+    from _train_support import make_corpus, tiny_run, write_yaml
+
+    why = _flex_backward_reason()
+    if why is None:
+        pytest.skip("this torch has FlexAttention backward on CPU: flex may train there")
+    corpus = make_corpus(tmp_path / "corpus", n_train=8, n_val=2)
+    run = tiny_run(corpus, tmp_path / "save", model={"attn_backend": "flex"})
+    return write_yaml(tmp_path / "run.yaml", run), why
+
+
+def test_flex_for_cpu_training_is_a_config_error_before_anything_is_built(tmp_path):
+    from flexbert.config.loading import load_run_config
+    from flexbert.train.builder import build_trainer
+
+    path, why = _flex_cpu_training_run(tmp_path)
+    loaded = load_run_config(str(path), [])
+    with pytest.raises(ConfigError) as err:
+        build_trainer(loaded)  # the trainer's own path: preflight refuses before the model is built
+    assert str(err.value) == f"attention kernel 'flex' at model.attn_backend cannot train on cpu torch.float32: {why}"
+    assert not (tmp_path / "save" / "config.yaml").exists()
+    # Same run with sdpa passes the check: the refusal is about flex, not the run.
+    ok = load_run_config(str(path), ["model.attn_backend=sdpa"])
+    from flexbert.train.builder import preflight
+
+    preflight(ok, world_size=1)
+
+
+@pytest.mark.slow
+def test_train_py_refuses_flex_on_cpu_in_one_line_and_dry_run_warns(tmp_path):
+    from _train_support import run_train
+
+    path, why = _flex_cpu_training_run(tmp_path)
+    out = run_train(str(path), timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    want = f"attention kernel 'flex' at model.attn_backend cannot train on cpu torch.float32: {why}"
+    assert last == f"config error: {want}"
+    assert "Traceback" not in out.stderr and not (tmp_path / "save" / "config.yaml").exists()
+    dry = run_train(str(path), "--dry-run", timeout=120)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert f"warning: training on this machine would stop with: config error: attention kernel 'flex'" in dry.stdout
+    assert why in dry.stdout

@@ -105,6 +105,37 @@ def test_model_backends_agree_on_packed_documents(make_config, make_docs):
     torch.testing.assert_close(outputs["sdpa"], outputs["eager"], atol=1e-5, rtol=1e-5)
 
 
+def test_flex_model_on_cpu_infers_like_eager_and_refuses_only_backward(make_config, make_docs):
+    """flex on CPU: eval forward (with or without no_grad, padded input too) equals eager; training
+    backward either matches eager or fails with the kernel's declared reason, never silently."""
+    flex_kernel = KERNELS.get("flex")()
+    if (why := flex_kernel.unavailable_reason(torch.device("cpu"), torch.float32)) is not None:
+        pytest.skip(f"flex: {why}")
+    docs = make_docs([30, 9, 21, 2], seed=3)
+    models = {}
+    for name in ("eager", "flex"):
+        torch.manual_seed(0)
+        models[name] = FlexBertModel(make_config(attn_backend=name, initializer_range=0.2)).eval()
+    packed = dict(cu_seqlens=docs.cu_seqlens, max_seqlen=docs.max_seqlen)
+    with torch.no_grad():
+        want = models["eager"](docs.input_ids_T, **packed)
+        torch.testing.assert_close(models["flex"](docs.input_ids_T, **packed), want, atol=1e-5, rtol=1e-5)
+        padded = models["flex"](docs.input_ids_BS, attention_mask=docs.attention_mask_BS)
+    torch.testing.assert_close(padded, docs.pad(want), atol=1e-5, rtol=1e-5)
+    with_grad = models["flex"](docs.input_ids_T, **packed)  # eval without no_grad: still a forward
+    torch.testing.assert_close(with_grad.detach(), want, atol=1e-5, rtol=1e-5)
+
+    backward_why = flex_kernel.backward_unavailable_reason(torch.device("cpu"), torch.float32)
+    if backward_why is None:
+        with_grad.sum().backward()
+        models["eager"](docs.input_ids_T, **packed).sum().backward()
+        for (n, p_flex), p_eager in zip(models["flex"].named_parameters(), models["eager"].parameters()):
+            torch.testing.assert_close(p_flex.grad, p_eager.grad, atol=1e-4, rtol=1e-4, msg=n)
+    else:
+        with pytest.raises(RuntimeError, match="attention kernel 'flex': FlexAttention has no backward on CPU"):
+            with_grad.sum().backward()
+
+
 def test_auto_resolves_once_per_device_and_dtype(make_config, make_docs, caplog):
     model = FlexBertModel(make_config())
     docs = make_docs([5, 6])

@@ -1,9 +1,10 @@
 """Build a Composer Trainer from a validated run config (`LoadedRun`).
 
-Order matters: everything that can fail cheaply (world size arithmetic, tokenizer vs
-model, data paths, save folder, init_from path) is checked by `preflight` before a
-model or loader is built. Then: seed, model (+ previous phase's weights), loaders,
-optimizer, scheduler, callbacks, loggers, Trainer; the resolved config is written to
+Order matters: everything that can fail cheaply (world size arithmetic, whether the named
+attention kernel can train on this device, tokenizer vs model, data paths, save folder,
+init_from path) is checked by `preflight` before a model or loader is built. Then:
+seed, model (+ previous phase's weights), loaders, optimizer, scheduler, callbacks,
+loggers, Trainer; the resolved config is written to
 `save_folder/config.yaml` (atomically) so every checkpoint has its config beside it.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from flexbert.config.loading import LoadedRun
 from flexbert.config.strict import ConfigError
 
-__all__ = ["BuiltRun", "preflight", "build_trainer", "finish_run", "write_config_atomically", "DEFAULT_CALLBACKS"]
+__all__ = ["BuiltRun", "preflight", "check_attention_kernel", "build_trainer", "finish_run", "write_config_atomically", "DEFAULT_CALLBACKS"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,32 @@ def _check_save_folder(folder: str) -> None:
         raise ConfigError(f"save_folder {folder} is not writable ({e.strerror}); choose another save_folder") from None
 
 
+_COMPUTE_DTYPES = {"fp32": torch.float32, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
+
+
+def check_attention_kernel(cfg: Any, mcfg: Any, device: str) -> None:
+    """A kernel named in model.attn_backend must be able to *train* (forward and backward) on `device`.
+
+    The model resolves its kernel on the first forward, for running it; training also
+    needs its backward (FlexAttention has none on CPU in recent torch), so check before
+    anything is built. `auto` is not checked: its candidates all train on their device.
+
+    Args:
+        cfg: the run config (precision gives the compute dtype).
+        mcfg: the model config.
+        device: "cpu" or "gpu", as the Trainer gets it.
+    Raises:
+        ConfigError: naming the kernel and its reason.
+    """
+    if mcfg.attn_backend == "auto":
+        return
+    from flexbert.model.attention.kernels import resolve_kernel
+
+    resolve_kernel(mcfg.attn_backend, torch.device("cuda" if device == "gpu" else "cpu"),
+                   _COMPUTE_DTYPES[cfg.precision], needs_dropout=mcfg.attention_dropout > 0.0,
+                   needs_backward=True)
+
+
 def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, int]:
     """Every cheap check of the environment; returns the special token ids to use."""
     cfg, mcfg = loaded.cfg, loaded.model_cfg
@@ -109,6 +136,7 @@ def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, 
         cfg.world_batch_checks(world_size)
     except ValueError as e:
         raise ConfigError(f"{loaded.source}: {e}") from None
+    check_attention_kernel(cfg, mcfg, _device(cfg))
     ids = _check_tokenizer(cfg, mcfg)
     _check_data_paths(cfg)
     if cfg.save_folder:

@@ -3,7 +3,8 @@
 Prints the resolved config (YAML), the parameter count and training FLOPs per token
 (`flexbert.train.flops`), and a table of the schedules over the whole run at 11 evenly
 spaced points in tokens: learning rate, global batch size (rows), sequence length,
-masking rate and RoPE thetas.
+masking rate and RoPE thetas. A named attention kernel that could not train on this
+machine's device (e.g. `flex` on CPU) is reported as a warning line.
 
 Steps and tokens are related by simulating the batch-size warmup step by step with the
 loader's own rule (`flexbert.data.packer.BatchSizeWarmup`) and `rows x max_seq_len`
@@ -122,6 +123,23 @@ def _fmt_int(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _kernel_problem(cfg: Any, mcfg: Any) -> str | None:
+    """Why the named attention kernel could not train on the device this machine would use, or None."""
+    import torch
+
+    from flexbert.config.strict import ConfigError
+    from flexbert.train.builder import check_attention_kernel
+
+    device = cfg.device if cfg.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    if device == "gpu" and not torch.cuda.is_available():
+        return None  # a GPU run checked on a machine without one: nothing to say about its kernel here
+    try:
+        check_attention_kernel(cfg, mcfg, device)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def dry_run_report(loaded: LoadedRun) -> str:
     """The full dry-run text: resolved config, sizes, FLOPs, schedule table."""
     from flexbert.train.flops import count_params, flops_per_token
@@ -135,6 +153,9 @@ def dry_run_report(loaded: LoadedRun) -> str:
         f"head {counts['head']:,})"
     )
     lines.append(f"training FLOPs per token at seq_len {cfg.data.max_seq_len}: {fpt:.4g}")
+    problem = _kernel_problem(cfg, mcfg)
+    if problem:
+        lines.append(f"warning: training on this machine would stop with: config error: {problem}")
     rows = schedule_table(loaded)
     lines.append(
         f"run: {cfg.max_duration} = ~{_fmt_int(rows[-1]['tokens'])} tokens in ~{_fmt_int(rows[-1]['step'])} steps; "

@@ -5,6 +5,11 @@ on CUDA `flash_attn` (the optional flash-attn package), then `torch_flash`
 (PyTorch's bundled FlashAttention varlen kernels), then `flex` (FlexAttention
 with a document + window block mask), then `sdpa`; on CPU `sdpa`.
 A kernel named explicitly that cannot run is an error with its reason.
+
+Training also needs gradients: a kernel may run forward somewhere it cannot run
+backward (`AttentionKernel.backward_unavailable_reason`; FlexAttention on CPU in
+recent torch), so the trainer resolves with `needs_backward=True` before it builds
+anything, while inference (eval, export checks) only needs forward.
 """
 from __future__ import annotations
 
@@ -35,9 +40,35 @@ for _optional in ("flex", "flash", "torch_flash"):  # written separately; absent
 AUTO_ORDER = {"cuda": ("flash_attn", "torch_flash", "flex", "sdpa"), "cpu": ("sdpa",)}
 
 
+def _why_not(kernel: AttentionKernel, device: torch.device, dtype: torch.dtype, needs_dropout: bool,
+             needs_backward: bool, named: bool) -> tuple[str, str] | None:
+    """(what cannot be done: "run" or "train", why) when `kernel` does not fit the request, else None."""
+    why = kernel.unavailable_reason(device, dtype)
+    if why is not None:
+        return "run", why
+    if needs_dropout and not kernel.supports_dropout:
+        return "run", ("it does not support attention dropout (set model.attention_dropout: 0.0)" if named
+                       else "no attention dropout")
+    if needs_backward:
+        why = kernel.backward_unavailable_reason(device, dtype)
+        if why is not None:
+            return "train", why
+    return None
+
+
 def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dropout: bool = False,
-                   where: str = "model.attn_backend") -> AttentionKernel:
-    """Return the kernel called `name` (or the best one for `auto`), checked for `device`/`dtype`."""
+                   where: str = "model.attn_backend", needs_backward: bool = False) -> AttentionKernel:
+    """Return the kernel called `name` (or the best one for `auto`), checked for `device`/`dtype`.
+
+    Args:
+        name: a registered kernel name or `auto`.
+        device, dtype: where and in which compute dtype attention runs.
+        needs_dropout: attention dropout > 0 will be used.
+        where: the config key naming the kernel (for messages).
+        needs_backward: gradients are needed (training); a forward-only kernel is refused.
+    Raises:
+        ConfigError: with the kernel's own reason, when it cannot serve the request.
+    """
     device = torch.device(device)
     if name == "auto":
         reasons = []
@@ -46,21 +77,19 @@ def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dr
                 reasons.append(f"{candidate}: not built")
                 continue
             kernel = KERNELS.get(candidate)()
-            why = kernel.unavailable_reason(device, dtype)
-            if why is None and needs_dropout and not kernel.supports_dropout:
-                why = "no attention dropout"
-            if why is None:
+            refusal = _why_not(kernel, device, dtype, needs_dropout, needs_backward, named=False)
+            if refusal is None:
                 skipped = f" ({'; '.join(reasons)})" if reasons else ""
                 log.info("attention kernel: %s%s", candidate, skipped)
                 return kernel
-            reasons.append(f"{candidate}: {why}")
-        raise ConfigError(f"no attention kernel can run on {device} {dtype}: {'; '.join(reasons)}")
+            reasons.append(f"{candidate}: {refusal[1]}")
+        what = "train" if needs_backward else "run"
+        raise ConfigError(f"no attention kernel can {what} on {device} {dtype}: {'; '.join(reasons)}")
     if name not in KERNELS:
         KERNELS.get(name, where)  # raises with the choices and the closest name
     kernel = KERNELS.get(name, where)()
-    why = kernel.unavailable_reason(device, dtype)
-    if why is None and needs_dropout and not kernel.supports_dropout:
-        why = "it does not support attention dropout (set model.attention_dropout: 0.0)"
-    if why is not None:
-        raise ConfigError(f"attention kernel '{name}' at {where} cannot run on {device} {dtype}: {why}")
+    refusal = _why_not(kernel, device, dtype, needs_dropout, needs_backward, named=True)
+    if refusal is not None:
+        what, why = refusal
+        raise ConfigError(f"attention kernel '{name}' at {where} cannot {what} on {device} {dtype}: {why}")
     return kernel

@@ -58,6 +58,16 @@ class AttentionKernel:
         """Why this kernel cannot run on `device` / `dtype`, or None when it can."""
         return None
 
+    def backward_unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this kernel cannot compute gradients (train) on `device` / `dtype`, or None when it can.
+
+        Asked only where `unavailable_reason` is None and gradients are needed
+        (`resolve_kernel(..., needs_backward=True)`, i.e. training). A kernel with a
+        reason here still runs forward there (inference); its backward must raise
+        an error carrying this reason, never return wrong or missing gradients.
+        """
+        return None
+
     def __call__(
         self,
         q_TNH: torch.Tensor,

@@ -7,13 +7,23 @@ The block mask is built directly from the document boundaries, block by block
 (O((P / 128)^2) work, no T x T mask is ever materialised), once per batch and
 window; it is kept in `PackedSeqInfo.cache` so every layer of a forward reuses it.
 On CUDA FlexAttention runs torch.compile'd (eager FlexAttention is a slow dense
-reference there); on CPU it runs eagerly, because compiled FlexAttention does not
-support CPU in torch 2.7.
+reference there). On CPU it runs eagerly: torch 2.7 could not compile it for CPU,
+and where torch can (2.14 here, forward only) compiling costs tens of seconds for a
+kernel that is a reference for tests, debugging and inference, not a fast path.
+
+CPU backward: torch 2.7 ran eager FlexAttention's backward on CPU (this project's
+tests compared it with the reference); recent torch refuses it (2.14 here:
+`NotImplementedError: FlexAttention does not support backward on CPU`, pytorch#169646).
+Which torch we have is found out by a tiny probe, once per process
+(`_cpu_backward_refusal`), not from the version string. Where refused,
+`FlexKernel.backward_unavailable_reason` says so (training on CPU with `flex` is a
+config error before anything is built), the forward still runs with gradients
+enabled (eval without `no_grad`), and a backward through it raises that reason.
 """
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +52,50 @@ def _flex_fn(device: torch.device) -> Callable:
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention)
     return _compiled_flex
+
+
+_UNPROBED = object()
+_cpu_refusal: Any = _UNPROBED  # None: CPU backward works; str: torch's refusal. Set by the probe.
+
+
+def _cpu_backward_refusal() -> str | None:
+    """torch's refusal of FlexAttention backward on CPU, or None when it works; probed once per process.
+
+    Runs one tiny eager flex_attention forward + backward (1 head, 16 tokens, head dim 16):
+    ~free where torch refuses (it checks requires_grad before computing), milliseconds
+    where it works.
+    """
+    global _cpu_refusal
+    if _cpu_refusal is _UNPROBED:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        # Grad must be on even if the caller is in no_grad / inference mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            q = torch.zeros(1, 1, 16, 16, requires_grad=True)
+            try:
+                flex_attention(q, q, q).sum().backward()
+                _cpu_refusal = None
+            except NotImplementedError as e:
+                _cpu_refusal = str(e) or "NotImplementedError"
+    return _cpu_refusal
+
+
+class _ForwardOnly(torch.autograd.Function):
+    """Runs FlexAttention forward on inputs that require grad; its backward raises `reason`.
+
+    torch refuses CPU FlexAttention inputs that require grad even when nobody will call
+    backward (eval without no_grad); this keeps that forward working and moves the error
+    to the backward, where it is true.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, fn, block_mask, scale, reason):
+        ctx.reason = reason
+        return fn(q.detach(), k.detach(), v.detach(), block_mask=block_mask, scale=scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        raise RuntimeError(ctx.reason)
 
 
 def document_ids(cu_seqlens: torch.Tensor, length: int, device: torch.device) -> torch.Tensor:
@@ -141,7 +195,7 @@ class FlexKernel(AttentionKernel):
         if not dtype.is_floating_point:
             return f"needs a floating-point dtype, got {dtype}"
         if device.type == "cpu":
-            return None  # eager FlexAttention: a dense reference, fine for tests and debugging
+            return None  # eager, a dense reference (tests, debugging); backward: see below
         if device.type != "cuda":
             return f"runs on CUDA or CPU only, not {device.type}"
         if not torch.cuda.is_available():
@@ -149,6 +203,13 @@ class FlexKernel(AttentionKernel):
         if importlib.util.find_spec("triton") is None:
             return "needs triton to compile FlexAttention on CUDA"
         return None
+
+    def backward_unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why FlexAttention cannot compute gradients on `device` / `dtype` (CPU in recent torch), or None."""
+        if torch.device(device).type != "cpu" or not _flex_available() or _cpu_backward_refusal() is None:
+            return None
+        return (f"FlexAttention has no backward on CPU in torch {torch.__version__} (forward only: "
+                "inference works); to train on CPU set model.attn_backend: sdpa (or eager)")
 
     def block_mask(self, seqs: PackedSeqInfo, total: int, window: int | None, device: torch.device):
         """Return (block mask, padded length P) for `total` tokens and `window`, built once."""
@@ -183,6 +244,15 @@ class FlexKernel(AttentionKernel):
             x_PNH = F.pad(x_TNH, (0, 0, 0, 0, 0, pad)) if pad else x_TNH
             return x_PNH.transpose(0, 1).unsqueeze(0)
 
-        out_1NPH = _flex_fn(q_TNH.device)(to_1NPH(q_TNH), to_1NPH(k_TNH), to_1NPH(v_TNH),
-                                          block_mask=mask, scale=scale)
+        fn = _flex_fn(q_TNH.device)
+        q, k, v = to_1NPH(q_TNH), to_1NPH(k_TNH), to_1NPH(v_TNH)
+        if not torch.is_grad_enabled():
+            # No graph is recorded: leaves that require grad (torch refuses them on CPU) are safe to detach.
+            q, k, v = q.detach(), k.detach(), v.detach()
+        elif q_TNH.device.type == "cpu" and (q.requires_grad or k.requires_grad or v.requires_grad):
+            why = self.backward_unavailable_reason(q_TNH.device, q_TNH.dtype)
+            if why is not None:
+                reason = f"attention kernel 'flex': {why}"
+                return _ForwardOnly.apply(q, k, v, fn, mask, scale, reason)[0].transpose(0, 1)[:total]
+        out_1NPH = fn(q, k, v, block_mask=mask, scale=scale)
         return out_1NPH[0].transpose(0, 1)[:total]
