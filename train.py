@@ -12,6 +12,7 @@ import sys
 
 from flexbert.config.loading import load_run_config
 from flexbert.config.strict import ConfigError
+from flexbert.data.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,13 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="run YAML, e.g. yamls/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. optimizer.lr=1e-3")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and schedules, do not train")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags and overrides in any order
     try:
         loaded = load_run_config(args.config, args.overrides)
         if args.dry_run:
             from flexbert.train.dryrun import dry_run_report
+            from flexbert.train.run_checks import check_run
 
             print(dry_run_report(loaded))
+            check_run(loaded.cfg, loaded.model_cfg)  # what would stop the run before step 0: exit 2
             return 0
         from flexbert.train.builder import build_trainer, finish_run
 
@@ -33,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # a user mistake: one clear line, no traceback
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    run.trainer.fit()
+    except DataError as e:  # a missing, truncated or corrupt shard: one line naming it
+        print(f"data error: {e}", file=sys.stderr)
+        return 2
+    try:
+        run.trainer.fit()
+    except DataError as e:
+        print(f"data error: {e}", file=sys.stderr)
+        return 2
     finish_run(run)
     return 0
 

@@ -49,7 +49,7 @@ from flexbert.export import save_hf  # noqa: E402
 from flexbert.model import FlexBertForMaskedLM  # noqa: E402
 from flexbert.retrieval.corpus import HeldOutFilter, collect_pretraining_texts  # noqa: E402
 from flexbert.retrieval.dataset import build_dataset, read_split, write_dataset  # noqa: E402
-from flexbert.sweep.io import atomic_write_text  # noqa: E402
+from flexbert.outputs import atomic_write_text  # noqa: E402
 from flexbert.train.schedulers import lr_multiplier_at  # noqa: E402
 
 CHUNK = 64  # tokens per pretraining chunk, [CLS] and [SEP] included

@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> str:
         from flexbert.data.tokenizer import round_up
         from flexbert.data.tokenizer_extend import extend_tokenizer, read_token_list
+        from flexbert.outputs import check_output_dir
 
+        check_output_dir(args.output, overwrite=args.overwrite, inputs=[
+            ("--base", args.base), ("--add-tokens", args.add_tokens), ("--train-on", args.train_on)])
         tokens = read_token_list(args.add_tokens) if args.add_tokens else None
         info, added = extend_tokenizer(args.base, args.output, tokens=tokens, train_on=args.train_on,
                                        num_new=args.num_new, text_field=args.text_field,

@@ -45,7 +45,7 @@ def test_both_arms_scored_on_validation_and_test_with_unseen_files_held_out(tmp_
         assert r["pretraining_steps"] == 3 and r["epochs"] == 1 and len(r["loss"]) == 1
         assert 0.0 <= r["validation_ndcg@10"] <= 1.0 and 0.0 <= r["test_ndcg@10"] <= 1.0
     saved = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert saved == rows and not list((tmp_path / "out").glob(".*.tmp"))  # written whole, then renamed
+    assert saved == rows and not list((tmp_path / "out").glob(".*.tmp*"))  # written whole, then renamed
     assert (tmp_path / "out" / "pretrained-3" / "model.safetensors").is_file()
     # the pretraining corpus is the training split only: validation and test files are never seen
     n_train_files = sum(split_of(f"lib/{f.name}") == "train" for f in src.glob("*.py"))

@@ -9,6 +9,7 @@ import pytest
 from flexbert.data import demo_corpus
 from flexbert.data.demo_corpus import build_demo, collect_documents
 from flexbert.data.tokenizer import load_tokenizer
+from flexbert.outputs import OutputError
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,12 @@ def test_demo_builds_corpus_tokenizer_and_mds(demo):
     # Paths in the nested summary point at the final folder, not the temporary one.
     nested = json.loads((out / "mds" / "summary.json").read_text())
     assert nested["output"] == str(out / "mds") and ".tmp-" not in json.dumps(nested)
-    assert not list(out.parent.glob("demo.tmp-*"))
+    assert [p.name for p in out.parent.iterdir()] == ["demo"]  # no temporary or moved-aside folder left
 
 
 def test_demo_refuses_existing_output(demo):
     out, _ = demo
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         build_demo(out, max_mb=0.1)
 
 

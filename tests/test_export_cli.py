@@ -101,7 +101,8 @@ def test_cli_unsafe_pickle_refused(tmp_path, capsys):
     torch.save({"state": {"model": {}, "callbacks": {"x": CustomCallbackState()}}}, tmp_path / "c.pt")
     assert main([str(tmp_path / "c.pt"), str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
-    assert "weights_only" in err and "CustomCallbackState" in err
+    assert "refusing" in err and "CustomCallbackState" in err and str(tmp_path / "c.pt") in err
+    assert "weights_only=False" not in err  # never advise running the file
 
 
 def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
@@ -121,7 +122,9 @@ def test_overwrite_rules(tmp_path):
     out = tmp_path / "hf"
     out.mkdir()
     save_hf(model, out)  # an empty folder is fine
-    with pytest.raises(ExportError, match="overwrite"):
+    from flexbert.outputs import OutputError
+
+    with pytest.raises(OutputError, match="overwrite"):
         save_hf(model, out)
     (out / "stale.txt").write_text("old")
     save_hf(model, out, overwrite=True)

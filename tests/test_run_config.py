@@ -90,6 +90,39 @@ def test_world_size_divisibility_is_explained(tmp_path, corpus):
         cfg.world_batch_checks(2)
 
 
+def test_microbatch_larger_than_the_rank_batch_is_one_microbatch(tmp_path, corpus):
+    # yamls/demo.yaml on two processes: 16 rows / 2 ranks = 8 rows per rank, microbatch 16.
+    path = str(_yaml(tmp_path, corpus))
+    cfg = load_run_config(path, ["global_train_batch_size=16", "device_train_microbatch_size=16"]).cfg
+    cfg.world_batch_checks(2)  # 8 rows per rank in one microbatch, as Composer runs it
+    cfg.world_batch_checks(4)  # 4 rows per rank
+    # A microbatch smaller than the rank's batch must still divide it.
+    cfg = load_run_config(path, ["global_train_batch_size=48", "device_train_microbatch_size=16"]).cfg
+    with pytest.raises(ValueError, match=r"= 24 rows per rank is not divisible by device_train_microbatch_size \(16\)"):
+        cfg.world_batch_checks(2)
+
+    import torch
+
+    from flexbert.data.batching import split_packed_batch
+
+    # The split Composer calls gives the whole batch back as one microbatch.
+    batch = {"input_ids": torch.arange(10), "labels": torch.arange(10), "position_ids": torch.arange(10),
+             "cu_seqlens": torch.tensor([0, 4, 10], dtype=torch.int32), "max_seqlen": 6,
+             "row_offsets": torch.tensor([0, 4, 10]), "row_num_tokens": torch.tensor([4, 6]), "num_tokens": 10}
+    pieces = split_packed_batch(batch, 16)
+    assert len(pieces) == 1 and torch.equal(pieces[0]["input_ids"], batch["input_ids"])
+
+
+def test_dotted_override_into_a_missing_list_says_how_to_set_it(tmp_path, corpus):
+    # docker/README.md once passed data.streams.0.local=... to a YAML without streams.
+    path = str(_yaml(tmp_path, corpus))
+    with pytest.raises(ConfigError, match=r"'data.streams' .* must be a list.*cannot create list items: give the whole list "
+                                          r"\('data.streams=\[\{KEY: VALUE\}\]'\)"):
+        load_run_config(path, ["data.streams.0.local=/data/mds"])
+    cfg = load_run_config(path, ["data.streams=[{local: /data/mds, split: train}]", "data.local=null", "data.split=null"]).cfg
+    assert [(s.local, s.split) for s in cfg.data.streams] == [("/data/mds", "train")]
+
+
 def test_missing_run_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_run_config(str(tmp_path / "nope.yaml"))

@@ -181,7 +181,7 @@ def test_report_csv_markdown_and_plots(sweep_file):
 
     with Image.open(os.path.join(sweep.output, "plots", "eval_loss_curves.png")) as img:
         img.verify()  # a complete, decodable PNG
-    assert not [f for f in os.listdir(sweep.output) if f.endswith(".tmp")]  # atomic writes leave no temp files
+    assert not [f for f in os.listdir(sweep.output) if ".tmp" in f]  # atomic writes leave no temp files (.NAME.tmp-PID-X)
 
 
 def test_report_lists_failures_with_their_log_tail(sweep_file, monkeypatch):

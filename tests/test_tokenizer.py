@@ -186,7 +186,7 @@ def test_build_tokenizer_cli(tmp_path, capsys):
     out2 = tmp_path / "tok2"
     assert cli.main(["--input", str(data), "--vocab-size", "300", "--output", str(out2), "--no-progress"]) == 2
     assert f"{data / 'bad.jsonl'}:2: malformed JSON" in capsys.readouterr().err
-    assert not out2.exists() and not list(tmp_path.glob("tok2.tmp-*"))
+    assert not out2.exists() and not list(tmp_path.glob("tok2.tmp-*")) and not list(tmp_path.glob(".tok2.tmp-*"))
     # ... or is skipped with --on-error skip.
     args = ["--input", str(data), "--vocab-size", "300", "--output", str(out2), "--no-progress", "--on-error", "skip"]
     assert cli.main(args) == 0 and load_tokenizer(out2).vocab_size == 320

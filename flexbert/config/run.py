@@ -158,7 +158,8 @@ class RunConfig:
     fsdp_config: Optional[dict[str, Any]] = None
 
     # --- evaluation
-    eval_interval: str = "1000ba"
+    # a time string, or Composer's integer form: N epochs, 0 for no periodic evaluation
+    eval_interval: Union[str, int] = "1000ba"
     eval_subset_num_batches: int = -1
 
     # --- checkpoints
@@ -181,7 +182,13 @@ class RunConfig:
     on_nan: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self):
-        for key in ("max_duration", "eval_interval", "save_interval", "console_log_interval"):
+        if isinstance(self.eval_interval, int) and not isinstance(self.eval_interval, bool):
+            if self.eval_interval < 0:
+                raise ValueError(f"eval_interval is {self.eval_interval}; an integer is a number of epochs "
+                                 "(Composer's form), 0 turns periodic evaluation off")
+        else:
+            self.eval_interval = composer_time(self.eval_interval, "eval_interval")
+        for key in ("max_duration", "save_interval", "console_log_interval"):
             setattr(self, key, composer_time(getattr(self, key), key))
         if self.global_train_batch_size <= 0:
             raise ValueError(f"global_train_batch_size is {self.global_train_batch_size}; it must be a positive number of rows")
@@ -215,7 +222,8 @@ class RunConfig:
             )
         per_rank = gb // world_size
         mb = self.device_train_microbatch_size
-        if mb != "auto" and per_rank % mb:
+        # A microbatch at least as large as the rank's batch means one microbatch (as in Composer).
+        if mb != "auto" and mb < per_rank and per_rank % mb:
             raise ValueError(
                 f"global_train_batch_size ({gb}) / world size ({world_size}) = {per_rank} rows per rank is not "
                 f"divisible by device_train_microbatch_size ({mb}); choose a microbatch size dividing {per_rank}"

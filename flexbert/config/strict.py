@@ -113,7 +113,11 @@ def _decode_value(tp: Any, value: Any, source: str | None, path: str) -> Any:
         return decode(tp, value, source=source, path=path)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_where(path, source)} must be a list, got {value!r}")
+            hint = ""
+            if isinstance(value, Mapping) and value and all(str(k).isdigit() for k in value):
+                hint = (f"; a dotted override such as '{path}.0.KEY=VALUE' cannot create list items: "
+                        f"give the whole list ('{path}=[{{KEY: VALUE}}]') or a key outside the list")
+            raise ConfigError(f"{_where(path, source)} must be a list, got {value!r}{hint}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{_where(path, source)} must have {len(args)} items, got {len(value)}")

@@ -23,7 +23,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from flexbert.data.tokenizer import _replace_dir
+from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
 
 __all__ = ["collect_documents", "build_demo"]
 
@@ -184,15 +184,12 @@ def build_demo(
     from flexbert.data.convert import ConvertConfig, convert
     from flexbert.data.tokenizer import train_tokenizer
 
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    out = check_output_dir(output, overwrite=overwrite)
     if max_mb <= 0:
         raise ValueError(f"--max-mb must be positive, got {max_mb}")
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "corpus").mkdir(parents=True)
+    tmp = prepare_output_dir(out, overwrite=overwrite)
     try:
+        (tmp / "corpus").mkdir()
         records = collect_documents(int(max_mb * 1024 * 1024), seed)
         corpus = tmp / "corpus" / "demo.jsonl"
         with open(corpus, "w", encoding="utf-8") as f:
@@ -221,7 +218,7 @@ def build_demo(
         # The nested summary names the temporary folder; point it at the final one.
         conv_file = tmp / "mds" / "summary.json"
         conv_file.write_text(json.dumps(_renamed(conv, str(tmp), str(out)), indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
+        install_output_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from flexbert.outputs import atomic_output_dir, check_output_dir
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -237,14 +238,12 @@ def train_tokenizer(
     Args:
         documents: iterable of document texts (consumed once).
         vocab_size: wanted number of ids (rounded up to a multiple of 64).
-        output: folder to create; refused if it exists unless `overwrite`.
+        output: folder to create; refused if it exists unless `overwrite` (flexbert.outputs rules).
         min_frequency: minimum pair count for a merge.
         model_max_length: written to tokenizer_config.json for transformers.
         length: number of documents, if known (progress display only).
     """
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    output = check_output_dir(output, overwrite=overwrite)  # before training, not after
     target = round_up(vocab_size)
     if target < len(SPECIAL_TOKENS) + 256 + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small: a byte-level BPE needs at least 262 ids")
@@ -273,17 +272,10 @@ def train_tokenizer(
     tok.post_processor = _post_processor(cls_id=1, sep_id=2)
     assert tok.get_vocab_size(with_added_tokens=True) == target
 
-    tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
         tok.save(str(tmp / "tokenizer.json"))
         for fname, content in _hf_config_files(model_max_length).items():
             (tmp / fname).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("tokenizer with %d ids (%d learned, %d reserved) saved to %s", target, learned, len(unused), output)
     return load_tokenizer(output)
 
@@ -308,8 +300,8 @@ def build_tokenizer_from_files(
 
     from flexbert.data.readers import BadInput, InputError, expand_inputs, iter_documents
 
-    if Path(output).exists() and not train_kwargs.get("overwrite", False):
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    # Every output check (inputs, existing folder, unwritable path) runs before reading or training.
+    check_output_dir(output, inputs=[("--input", list(inputs))], overwrite=train_kwargs.get("overwrite", False))
     files = expand_inputs(inputs, include, exclude)
     if not files:
         raise InputError(BadInput(", ".join(map(str, inputs)), None, "empty", "no input files found"))
@@ -324,17 +316,6 @@ def build_tokenizer_from_files(
     if skipped:
         log.warning("skipped %d bad documents: %s", sum(skipped.values()), dict(skipped))
     return info
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move finished folder `src` to `dst`; an old `dst` is removed only after the move."""
-    if dst.exists():
-        old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 class _Counter:

@@ -26,7 +26,8 @@ from typing import Iterable, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer
 
-from flexbert.data.tokenizer import TokenizerInfo, _replace_dir, _tokenizer_file, load_tokenizer
+from flexbert.data.tokenizer import TokenizerInfo, _tokenizer_file, load_tokenizer
+from flexbert.outputs import atomic_output_dir, check_output_dir
 
 __all__ = ["extend_tokenizer", "mine_tokens", "read_token_list"]
 
@@ -78,8 +79,8 @@ def extend_tokenizer(base: str | os.PathLike, output: str | os.PathLike, *, toke
     special_tokens_map.json, ...) are copied unchanged.
     """
     base, output = Path(base), Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    inputs = [("--base", base), ("--train-on", list(train_on or ()))]
+    check_output_dir(output, inputs=inputs, overwrite=overwrite)
     if not tokens and not train_on:
         raise ValueError("nothing to add: give a token list (--add-tokens FILE) or a corpus (--train-on PATH --num-new N)")
     old_info = load_tokenizer(base)  # checks the special tokens FlexBERT needs
@@ -101,18 +102,10 @@ def extend_tokenizer(base: str | os.PathLike, output: str | os.PathLike, *, toke
         raise ValueError(f"{base}: ids are not contiguous ({before} tokens, largest id {old_info.vocab_size - 1})")
     tok.add_tokens(wanted)
     added = [t.content for t in wanted]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_output_dir(output, inputs=inputs, overwrite=overwrite) as tmp:
         for f in base.iterdir():
             if f.is_file() and f.name != "tokenizer.json":
                 shutil.copyfile(f, tmp / f.name)
         tok.save(str(tmp / "tokenizer.json"))
-        _replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     new_info = load_tokenizer(output)
     return new_info, added

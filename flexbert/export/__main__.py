@@ -40,7 +40,8 @@ def load_checkpoint_model(checkpoint: str | Path, config: str | None = None):
     """
     from flexbert.config.model import load_model_config
     from flexbert.export.hf import load_state_strict, load_flexbert
-    from flexbert.export.io import fix_prefixes, read_composer_weights
+    from flexbert.checkpoint_reader import strip_prefixes
+    from flexbert.export.io import read_composer_weights
     from flexbert.model import FlexBertForMaskedLM
 
     ckpt = Path(checkpoint)
@@ -48,7 +49,7 @@ def load_checkpoint_model(checkpoint: str | Path, config: str | None = None):
     if ckpt.is_dir():
         return load_flexbert(ckpt, cfg_path), cfg_path
     model = FlexBertForMaskedLM(load_model_config(cfg_path))
-    sd = fix_prefixes(read_composer_weights(ckpt), set(model.state_dict()))
+    sd = strip_prefixes(read_composer_weights(ckpt), set(model.state_dict()))
     load_state_strict(model, sd, str(ckpt))
     return model, cfg_path
 
@@ -72,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     from flexbert.config.strict import ConfigError
     from flexbert.export.hf import load_hf, save_flexbert, save_hf
     from flexbert.export.mapping import ExportError
+    from flexbert.outputs import OutputError, check_output_dir
 
     try:
+        # Before reading anything: OUT_DIR is not an input, not a file, and can be created.
+        check_output_dir(args.out_dir, overwrite=args.overwrite, name="OUT_DIR", inputs=[
+            ("HF_DIR" if args.from_hf else "CHECKPOINT", args.source), ("--tokenizer", args.tokenizer),
+            ("--config", args.config)])
         if args.from_hf:
             if args.tokenizer or args.config or args.dtype:
                 p.error("--tokenizer, --config and --dtype apply to export, not to --from-hf")
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype = getattr(torch, _DTYPES[args.dtype]) if args.dtype else None
             written = save_hf(model.eval(), args.out_dir, tokenizer=args.tokenizer, overwrite=args.overwrite, dtype=dtype)
             origin = f"{args.source} (model config: {cfg_path})"
-    except (ExportError, ConfigError, FileNotFoundError) as e:
+    except (ExportError, ConfigError, OutputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     n_params = sum(t.numel() for t in model.parameters())

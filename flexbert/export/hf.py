@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from flexbert.export.io import atomic_dir, check_out_dir, read_weights
+from flexbert.export.io import read_weights
 from flexbert.export.mapping import ExportError, config_from_hf, config_to_hf
+from flexbert.outputs import atomic_output_dir, check_output_dir
 
 __all__ = ["save_hf", "load_hf", "hf_state_dict", "save_flexbert", "load_flexbert", "load_state_strict", "TOKENIZER_FILES"]
 
@@ -151,14 +152,17 @@ def save_hf(model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any =
         The names of the files written.
 
     Raises:
-        ExportError: the config or weights cannot be represented (option and value named),
-            the tokenizer disagrees with the config, or `out_dir` is not empty.
+        ExportError: the config or weights cannot be represented (option and value named), or
+            the tokenizer disagrees with the config.
+        OutputError: `out_dir` is not empty (without `overwrite`), is a file, is or holds the
+            tokenizer folder, or cannot be created (flexbert.outputs).
     """
     from safetensors.torch import save_file
 
-    check_out_dir(out_dir, overwrite)  # fail before the (possibly long) work
+    inputs = [("tokenizer", tokenizer)] if isinstance(tokenizer, (str, os.PathLike)) else []
+    check_output_dir(out_dir, inputs=inputs, overwrite=overwrite)  # fail before the (possibly long) work
     hf_cfg, tensors = hf_state_dict(model, dtype)
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_output_dir(out_dir, inputs=inputs, overwrite=overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         written = ["config.json", "model.safetensors"]
@@ -228,9 +232,9 @@ def save_flexbert(model: torch.nn.Module, out_dir: str | os.PathLike, *, overwri
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    check_out_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite=overwrite)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in _tied_state_dict(model).items()}
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create({"model": dataclasses.asdict(model.config)})))
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return ["config.yaml", "model.safetensors"]
@@ -239,7 +243,7 @@ def save_flexbert(model: torch.nn.Module, out_dir: str | os.PathLike, *, overwri
 def load_flexbert(path: str | os.PathLike, config: Any = None) -> torch.nn.Module:
     """Load a FlexBERT folder (model.safetensors + config.yaml), or `config` instead of its config.yaml."""
     from flexbert.config.model import load_model_config
-    from flexbert.export.io import fix_prefixes
+    from flexbert.checkpoint_reader import strip_prefixes
     from flexbert.model import FlexBertForMaskedLM
 
     folder = Path(path)
@@ -248,6 +252,6 @@ def load_flexbert(path: str | os.PathLike, config: Any = None) -> torch.nn.Modul
             raise ExportError(f"{folder} has no config.yaml; pass the model config (CLI: --config)")
         config = folder / "config.yaml"
     model = FlexBertForMaskedLM(load_model_config(config))
-    sd = fix_prefixes(read_weights(folder), set(model.state_dict()))
+    sd = strip_prefixes(read_weights(folder), set(model.state_dict()))
     load_state_strict(model, sd, str(folder))
     return model

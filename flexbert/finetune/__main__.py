@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args, given)
+        if cfg.output:  # before any work: never an input's path, never a file, creatable
+            from flexbert.outputs import check_output_dir
+
+            check_output_dir(cfg.output, replaces=False, inputs=[
+                ("--checkpoint", cfg.checkpoint), ("--train", cfg.train), ("--validation", cfg.validation),
+                ("--test", cfg.test), ("--tokenizer", cfg.tokenizer), ("--config", args.config)])
         from flexbert.finetune.run import finetune
 
         results = finetune(cfg)

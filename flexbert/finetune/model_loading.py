@@ -7,7 +7,7 @@ Three checkpoint kinds are recognised by what is on disk:
 * ``flexbert``: a folder with ``model.safetensors`` + ``config.yaml`` (`flexbert.export.save_flexbert`);
 * ``hf``: a Hugging Face ModernBERT folder (``config.json`` + weights), via `flexbert.export.load_hf`.
 
-Weights are read with safetensors or ``torch.load(weights_only=True)`` only. The classifier
+Weights are read through flexbert.checkpoint_reader (data only, never code). The classifier
 gets the encoder (``model.*``) and, optionally, the MLM head's dense + norm (``head.*``, as
 Hugging Face does since the names match); everything else is newly initialised and reported.
 """
@@ -21,14 +21,12 @@ from typing import Any
 
 import torch
 
+from flexbert.checkpoint_reader import CheckpointError  # the one error for unusable checkpoints
+
 __all__ = ["CheckpointError", "Pretrained", "LoadReport", "checkpoint_kind", "load_pretrained", "build_classifier",
            "find_tokenizer"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """The checkpoint path is not a loadable FlexBERT / HF ModernBERT model; says what was expected."""
 
 
 @dataclasses.dataclass
@@ -87,8 +85,9 @@ def _load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: st
 
 def load_pretrained(path: str | os.PathLike) -> Pretrained:
     """Load a FlexBertForMaskedLM from any of the three checkpoint kinds."""
+    from flexbert.checkpoint_reader import strip_prefixes
     from flexbert.config.model import load_model_config
-    from flexbert.export.io import fix_prefixes, read_composer_weights, read_weights
+    from flexbert.export.io import read_composer_weights, read_weights
     from flexbert.export.mapping import ExportError
     from flexbert.model import FlexBertForMaskedLM
 
@@ -102,8 +101,8 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
         config_file = (p.parent if kind == "composer" else p) / "config.yaml"
         model = FlexBertForMaskedLM(load_model_config(config_file))
         raw = read_composer_weights(p) if kind == "composer" else read_weights(p)
-        # Composer saves the wrapper's keys (`model.` + FlexBERT names); fix_prefixes decides by matching.
-        _load_strict(model, fix_prefixes(raw, set(model.state_dict())), str(p))
+        # Composer saves the wrapper's keys (`model.` + FlexBERT names); strip_prefixes decides by matching.
+        _load_strict(model, strip_prefixes(raw, set(model.state_dict())), str(p))
     except ExportError as e:
         raise CheckpointError(str(e)) from None
     return Pretrained(model, kind, str(p), str(config_file))

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import warnings
 from typing import Any, Sequence
 
@@ -22,8 +21,9 @@ import torch
 from flexbert.finetune.config import FinetuneConfig
 from flexbert.finetune.data import (EncodedDataset, Example, build_label_map, collate, encode, label_ids,
                                     majority_label, read_examples)
+from flexbert.outputs import atomic_write_text
 
-__all__ = ["finetune", "TaskData", "load_task_data", "majority_baseline", "write_json_atomic"]
+__all__ = ["finetune", "TaskData", "load_task_data", "majority_baseline"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -61,24 +61,6 @@ def majority_baseline(train_ids: Sequence[int], eval_ids: Sequence[int], num_lab
     target = torch.tensor(list(eval_ids))
     pred = torch.full_like(target, guess)
     return {name: float(m(pred, target)) for name, m in task_metrics("classification", num_labels).items()}
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON via a temporary file in the same folder and a rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _seed(seed: int) -> None:
@@ -235,6 +217,6 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
     }
     if cfg.output:
-        write_json_atomic(os.path.join(cfg.output, "results.json"), results)
+        atomic_write_text(os.path.join(cfg.output, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -98,11 +97,9 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
     Returns the summary: snippets per split and label, documents per split, and the majority
     baseline (the most frequent training label and its accuracy on each split).
     """
-    from flexbert.data.tokenizer import _replace_dir
+    from flexbert.outputs import atomic_output_dir, check_output_dir
 
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    out = check_output_dir(output, inputs=[("--corpus", corpus)], overwrite=overwrite)
     if not 1 <= min_words <= max_words:
         raise ValueError(f"need 1 <= --min-words <= --max-words, got {min_words} and {max_words}")
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
@@ -127,18 +124,11 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
         "majority_baseline": {"label": majority, **{s: (counts[s][majority] / len(rs) if rs else None)
                                                     for s, rs in rows.items()}},
     }
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_output_dir(out, inputs=[("--corpus", corpus)], overwrite=overwrite) as tmp:
         for split, rs in rows.items():
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rs)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 

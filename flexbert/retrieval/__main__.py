@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "train": history, "test": metrics, "seconds": round(time.time() - t0, 1),
                "downstream": downstream, "score": downstream["value"]}
     if args.output:
-        from flexbert.finetune.run import write_json_atomic
+        from flexbert.outputs import atomic_write_text
 
-        write_json_atomic(os.path.join(args.output, "results.json"), results)
+        atomic_write_text(os.path.join(args.output, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     from flexbert.finetune.model_loading import CheckpointError
 
     try:
+        if args.output:  # before any work: never an input's path, never a file, creatable
+            from flexbert.outputs import check_output_dir
+
+            check_output_dir(args.output, replaces=False, inputs=[
+                ("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer), ("--data", args.data),
+                ("--source", args.source)])
         results = run(args)
     except (CheckpointError, TokenizerError, FileNotFoundError, ValueError) as e:
         if args.verbose:

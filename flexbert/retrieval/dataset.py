@@ -210,22 +210,14 @@ def build_dataset(sources: Sequence[str | os.PathLike], *, min_words: int = 4,
     return splits, summary
 
 
-def _write_jsonl(path: Path, pairs: Sequence[Pair]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p in pairs:
-            f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def write_dataset(splits: dict[str, list[Pair]], summary: dict, output: str | os.PathLike) -> Path:
+    """OUTPUT/{train,validation,test}.jsonl and summary.json, each written atomically (flexbert.outputs)."""
+    from flexbert.outputs import atomic_write_text
+
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     for s in SPLITS:
-        _write_jsonl(out / f"{s}.jsonl", splits[s])
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+        atomic_write_text(out / f"{s}.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s]))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return out
 
 
@@ -245,10 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=int, default=4, help="minimum words in the summary line (default 4)")
     p.add_argument("--exclude", nargs="*", default=list(DEFAULT_EXCLUDE), help="folder names to skip")
     args = p.parse_args(argv)
+    from flexbert.outputs import check_output_dir
+
     try:
+        check_output_dir(args.output, inputs=[("--source", args.source)], replaces=False)
         splits, summary = build_dataset(args.source or [default_source()], min_words=args.min_words,
                                         exclude=args.exclude)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_dataset(splits, summary, args.output)

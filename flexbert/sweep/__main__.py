@@ -12,6 +12,7 @@ import shlex
 import sys
 
 from flexbert.config.strict import ConfigError
+from flexbert.outputs import check_output_dir, check_output_file
 from flexbert.sweep.collect import collect, status_of
 from flexbert.sweep.expand import expand, launch_argv
 from flexbert.sweep.report import write_report
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--only {args.only} matches no run of {args.sweep}; see --dry-run for the names")
         if not args.report_only:
             validate_runs(sweep, runs)
+        # Outputs are checked before anything runs: never the sweep file or its base, never a file for a folder.
+        inputs = [("sweep file", args.sweep), ("base", sweep.base)]
+        if args.script:
+            check_output_file(args.script, inputs=inputs, name="--script")
+        elif not args.dry_run:
+            check_output_dir(sweep.output, inputs=inputs, replaces=False, name="output")
     except (ConfigError, ValueError) as e:
         print(f"sweep error: {e}", file=sys.stderr)
         return 2

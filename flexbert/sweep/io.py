@@ -1,36 +1,12 @@
-"""Small file helpers shared by the sweep modules: atomic writes and JSON markers."""
+"""Small file helpers shared by the sweep modules: JSON markers (written atomically, flexbert.outputs)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json"]
+from flexbert.outputs import atomic_write_text
 
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, then rename.
-
-    A reader (or a report generated while a sweep runs) never sees a half-written file,
-    and an interrupted write leaves the previous version in place.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Atomic text write (UTF-8); see `atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["write_json", "read_json"]
 
 
 def write_json(path: str, obj: Any) -> None:

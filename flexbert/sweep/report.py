@@ -16,8 +16,8 @@ import os
 import statistics
 from typing import Any, Optional
 
+from flexbert.outputs import atomic_write_bytes, atomic_write_text
 from flexbert.sweep.collect import COLUMNS
-from flexbert.sweep.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["aggregate", "write_csv", "render_markdown", "write_plots", "write_report"]
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import stat
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Optional
 
 from flexbert.config.strict import ConfigError
+from flexbert.outputs import atomic_write_text
 from flexbert.sweep.collect import collect_run, status_of
 from flexbert.sweep.expand import RunPlan, format_value, launch_argv, script_line
-from flexbert.sweep.io import atomic_write_text, read_json, write_json
+from flexbert.sweep.io import read_json, write_json
 from flexbert.sweep.spec import Sweep
 
 __all__ = ["validate_runs", "run_sweep", "run_one", "run_downstream", "write_script", "LOG_TAIL_LINES"]
@@ -197,5 +197,4 @@ def write_script(sweep: Sweep, runs: list[RunPlan], path: str) -> None:
         f"# and is marked DONE on success. Afterwards: python -m flexbert.sweep {shlex.quote(sweep.source)} --report-only",
     ]
     lines += [script_line(sweep, run) for run in runs]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    atomic_write_text(path, "\n".join(lines) + "\n", mode=0o777)  # executable, less the umask

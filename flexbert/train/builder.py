@@ -19,6 +19,7 @@ import torch
 
 from flexbert.config.loading import LoadedRun
 from flexbert.config.strict import ConfigError
+from flexbert.train.run_checks import check_run
 
 __all__ = ["BuiltRun", "preflight", "check_attention_kernel", "build_trainer", "finish_run", "write_config_atomically", "DEFAULT_CALLBACKS"]
 
@@ -137,6 +138,7 @@ def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, 
     except ValueError as e:
         raise ConfigError(f"{loaded.source}: {e}") from None
     check_attention_kernel(cfg, mcfg, _device(cfg))
+    check_run(cfg, mcfg)  # schedule vs max_duration, callback names, export_hf
     ids = _check_tokenizer(cfg, mcfg)
     _check_data_paths(cfg)
     if cfg.save_folder:
@@ -154,14 +156,13 @@ def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, 
 
 
 def write_config_atomically(text: str, folder: str, name: str = "config.yaml") -> str:
-    """Write `text` to folder/name via a temporary file and a rename (never a half-written file)."""
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, name))
+    """Write `text` to folder/name via a temporary file and a rename (never a half-written file).
+
+    The file gets 0o666 less the umask, like every output (flexbert.outputs), not mkstemp's 0o600.
+    """
+    from flexbert.outputs import atomic_write_text
+
+    atomic_write_text(os.path.join(folder, name), text)
     return os.path.join(folder, name)
 
 
@@ -189,7 +190,7 @@ def _loaders(cfg: Any, mcfg: Any, ids: dict[str, int], world_size: int) -> tuple
         batch_size_warmup_min_rows=(warm.min_batch_size // world_size) if warm.min_batch_size else None,
         batch_size_warmup_tokens=warm.num_tokens,
         # during warmup rows stay a multiple of the microbatch, so accumulation splits evenly
-        batch_size_warmup_granularity=mb if isinstance(mb, int) else 1,
+        batch_size_warmup_granularity=mb if isinstance(mb, int) and mb < cfg.global_train_batch_size // world_size else 1,
         **common,
     )
     eval_cfg = cfg.eval_data
@@ -260,6 +261,10 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
     from flexbert.train.composer_model import FlexBertComposerModel, packed_data_spec
     from flexbert.train.optim import build_optimizer
     from flexbert.train.phases import initial_weights, load_phase_optimizer, load_phase_weights
+    from flexbert.train.resume import (
+        check_same_architecture, check_save_folder_architecture, optimizer_hyperparameters,
+        reapply_hyperparameters, resume_point,
+    )
     from flexbert.train.schedulers import build_scheduler
 
     cfg, mcfg = loaded.cfg, loaded.model_cfg
@@ -298,13 +303,26 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
 
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.optimizer.gradient_clipping))
 
-    if cfg.save_folder and dist.get_global_rank() == 0:
-        write_config_atomically(loaded.to_yaml(), cfg.save_folder)
     if cfg.save_folder and cfg.autoresume:  # a crash while saving must not block the resume
         from flexbert.train.checkpoint_hygiene import set_aside_unconfirmed_checkpoints
 
         set_aside_unconfirmed_checkpoints(cfg.save_folder, dist.get_global_rank())
+    load_path = cfg.load_path
+    if dist.get_global_rank() == 0:
+        # Before Composer unpickles anything, and before config.yaml is (re)written: the checkpoint
+        # is read as data, completely, and must hold this run's architecture.
+        resume = resume_point(cfg)
+        if resume is not None:
+            check_same_architecture(resume, mcfg, model)
+            if resume.from_load_path:
+                load_path = resume.path  # a remote load_path, downloaded and checked
+            del resume
+        else:
+            check_save_folder_architecture(cfg, mcfg)
+        if cfg.save_folder:
+            write_config_atomically(loaded.to_yaml(), cfg.save_folder)
 
+    run_hyperparameters = optimizer_hyperparameters([optimizer])
     trainer = Trainer(
         model=composer_model,
         train_dataloader=packed_data_spec(train_loader),
@@ -328,7 +346,7 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=cfg.save_overwrite,
         autoresume=cfg.autoresume,
-        load_path=cfg.load_path,
+        load_path=load_path,
         device=device,
         precision=cfg.precision,
         device_train_microbatch_size=cfg.device_train_microbatch_size,
@@ -340,6 +358,11 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
         deterministic_mode=cfg.deterministic_mode,
     )
     resumed = int(trainer.state.timestamp.batch) > 0
+    if resumed and (cfg.load_path or cfg.autoresume):
+        changed = reapply_hyperparameters(trainer.state, run_hyperparameters)
+        if changed and dist.get_global_rank() == 0:
+            print(f"resumed at batch {int(trainer.state.timestamp.batch)} with this run's optimizer settings: "
+                  + "; ".join(changed))
     if ckpt is not None and cfg.init_from.load_optimizer and not resumed:
         load_phase_optimizer(trainer.state, ckpt)
     del ckpt

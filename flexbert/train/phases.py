@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from flexbert import checkpoint_reader
+
 __all__ = ["read_checkpoint", "checkpoint_model_weights", "load_phase_weights", "load_phase_optimizer", "initial_weights"]
 
 #: Prefix of the FlexBertForMaskedLM inside the Composer wrapper's state dict.
@@ -32,15 +34,14 @@ PREFIX = "model."
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    """Load a (monolithic) Composer checkpoint file on CPU; the error names the path."""
+    """Load a (monolithic) Composer checkpoint file on CPU, as data only; the error names the path."""
     if os.path.isdir(path):
         raise FileNotFoundError(
             f"init_from.path {path} is a folder; point it at a checkpoint file, e.g. {os.path.join(path, 'latest-rank0.pt')}"
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"init_from.path {path} does not exist")
-    # Composer checkpoints hold non-tensor objects (timestamps, RNG state): a trusted local file.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint_reader.read_checkpoint(path, role="init_from.path")
 
 
 def checkpoint_model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

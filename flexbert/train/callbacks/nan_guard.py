@@ -1,4 +1,5 @@
-"""NaNGuard: stop or skip a step whose loss (or gradient) is not finite."""
+"""NaNGuard: stop or skip a step whose loss (or gradient) is not finite, and stop a step that
+blows up the weights before it can be checkpointed."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,27 @@ def _loss_tensors(loss: Any) -> list[torch.Tensor]:
     return []
 
 
+def _param_rms(state: State) -> torch.Tensor:
+    """RMS of every parameter tensor (local shards under FSDP), stacked on the parameters' device."""
+    params = [p.to_local() if hasattr(p, "to_local") else p for p in state.model.parameters()]
+    return torch.stack([torch.linalg.vector_norm(p.detach(), dtype=torch.float32).to(params[0].device)
+                        / max(p.numel(), 1) ** 0.5 for p in params])
+
+
+def _optimizer_state_bad(state: State) -> torch.Tensor:
+    """True (a 0-dim tensor) when any floating optimizer-state tensor (Adam moments) is non-finite."""
+    norms = []
+    for optimizer in state.optimizers:
+        for per_param in optimizer.state.values():
+            for value in per_param.values():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
+                    local = value.to_local() if hasattr(value, "to_local") else value
+                    norms.append(torch.linalg.vector_norm(local.detach(), dtype=torch.float32).reshape(1))
+    if not norms:
+        return torch.zeros((), dtype=torch.bool)
+    return ~torch.isfinite(torch.cat([n.to(norms[0].device) for n in norms])).all()
+
+
 class NaNGuard(Callback):
     """Check every batch's loss (and optionally gradients) for NaN/inf before the optimizer step.
 
@@ -50,16 +72,32 @@ class NaNGuard(Callback):
         check_grads: also treat a non-finite gradient as bad (a finite loss can still overflow in
             backward; one norm per tensor per step). Not under amp_fp16, whose GradScaler already
             skips steps with inf gradients.
+        check_params: after the optimizer step (``BATCH_END``, before ``BATCH_CHECKPOINT``), check
+            that every parameter and optimizer-state tensor is finite and that no parameter's RMS
+            grew by more than ``max_update_rms`` in the step. A finite loss and finite gradients
+            can still give a catastrophic update (e.g. an LR of 1e6: weights of magnitude 1e6,
+            finite, whose next forward is NaN); such a step is never saved, so the last checkpoint
+            stays one training can continue from. With either ``on_nan`` this raises: the step is
+            already applied and cannot be undone. Costs one norm per tensor before and after the step.
+        max_update_rms: the largest growth of a parameter tensor's RMS in one step. By the triangle
+            inequality the update's own RMS is at least the growth; StableAdamW's per-element
+            update is bounded by the LR (~1e-3), so 1.0 only fires on a blow-up.
     """
 
-    def __init__(self, on_nan: str = "stop", max_consecutive_skips: int = 5, check_grads: bool = True):
+    def __init__(self, on_nan: str = "stop", max_consecutive_skips: int = 5, check_grads: bool = True,
+                 check_params: bool = True, max_update_rms: float = 1.0):
         if on_nan not in ("stop", "skip"):
             raise ValueError(f"NaNGuard on_nan is {on_nan!r}; choices: stop, skip")
         if max_consecutive_skips < 1:
             raise ValueError(f"NaNGuard max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+        if not max_update_rms > 0:
+            raise ValueError(f"NaNGuard max_update_rms must be > 0, got {max_update_rms}")
         self.on_nan = on_nan
         self.max_consecutive_skips = max_consecutive_skips
         self.check_grads = check_grads
+        self.check_params = check_params
+        self.max_update_rms = max_update_rms
+        self._rms_before: torch.Tensor | None = None
         self.skipped_steps = 0
         self.consecutive = 0
         self._bad_loss: torch.Tensor | None = None
@@ -83,6 +121,8 @@ class NaNGuard(Callback):
         return ~torch.isfinite(norms).all()
 
     def after_train_batch(self, state: State, logger: Logger) -> None:
+        if self.check_params:
+            self._rms_before = _param_rms(state)  # before the optimizer step; no host sync
         # Under fp16 loss scaling, inf gradients are expected now and then: the GradScaler skips
         # those steps itself and lowers the scale, so only the loss is checked there.
         grads = self.check_grads and "fp16" not in str(getattr(state.precision, "value", state.precision))
@@ -113,6 +153,28 @@ class NaNGuard(Callback):
             raise NonFiniteLossError(
                 f"non-finite {what} in {self.consecutive} consecutive batches (last at {where}); giving up. Skipped "
                 f"steps did not change the weights; resume from the last checkpoint with a lower LR or other data")
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        before, self._rms_before = self._rms_before, None
+        if not self.check_params or before is None:
+            return
+        after = _param_rms(state)
+        grew = after - before
+        bad = (~torch.isfinite(after).all()) | (grew > self.max_update_rms).any() | _optimizer_state_bad(state)
+        flag = bad.to(torch.int32).reshape(1)
+        if dist.get_world_size() > 1:
+            dist.all_reduce(flag, reduce_operation="MAX")
+        if not bool(flag.item()):
+            return
+        names = [n for n, _ in state.model.named_parameters()]
+        finite_growth = torch.where(torch.isfinite(grew), grew, torch.full_like(grew, float("inf")))
+        worst = int(torch.argmax(finite_growth))
+        ts = state.timestamp
+        raise NonFiniteLossError(
+            f"the optimizer step of batch {ts.batch.value} blew up the weights ({names[worst]}: RMS "
+            f"{before[worst].item():.3g} -> {after[worst].item():.3g}; limit +{self.max_update_rms:g} per step, "
+            f"callbacks.nan_guard.max_update_rms) or made weights or optimizer state non-finite. Stopped before "
+            f"saving it, so the last saved checkpoint is the last good state: resume from it with a lower LR")
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped_steps": self.skipped_steps, "consecutive": self.consecutive}
