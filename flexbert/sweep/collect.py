@@ -191,6 +191,10 @@ def collect_run(sweep, run, params_cache: Optional[dict] = None) -> dict[str, An
     metric = sweep.spec.metric
     if metric not in row:  # a raw logged key used as the metric: its final value
         row[metric] = _final(series.get(metric, {}))
+        if row[metric] is None and metric.startswith("long_context/"):  # else from the probes' results.json
+            from flexbert.long_context.compare import probe_score
+
+            row[metric] = probe_score(run.run_dir, metric)
     row["metrics_source"] = source
     row["eval_curve"] = sorted(series.get(KEYS["eval_loss"], {}).items())
     return row
