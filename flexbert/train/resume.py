@@ -207,10 +207,14 @@ def check_save_folder_architecture(cfg: Any, run_model_cfg: Any) -> None:
                           + "\nChoose another save_folder, or resume with the checkpoint's model section.")
 
 
+# Param-group keys that come from the run's `optimizer:` section. Others are the optimizer's own
+# bookkeeping (optimi's `setup` flag, kernel choices) and must keep the checkpoint's values.
+HYPERPARAMETER_KEYS = ("lr", "betas", "eps", "weight_decay", "max_lr")
+
+
 def optimizer_hyperparameters(optimizers: list[torch.optim.Optimizer]) -> list[list[dict[str, Any]]]:
-    """This run's optimizer settings per param group (lr, betas, weight decay, ...), before any loading."""
-    return [[{k: v for k, v in g.items() if k not in ("params", "initial_lr")} for g in opt.param_groups]
-            for opt in optimizers]
+    """This run's optimizer settings per param group (lr, betas, eps, weight decay), before any loading."""
+    return [[{k: g[k] for k in HYPERPARAMETER_KEYS if k in g} for g in opt.param_groups] for opt in optimizers]
 
 
 def reapply_hyperparameters(state: Any, fresh: list[list[dict[str, Any]]]) -> list[str]:
