@@ -55,7 +55,8 @@ def run(args: list[str], tok, out: Path, *extra: str) -> int:
 
 
 def leftovers(out: Path) -> list[Path]:
-    return list(out.parent.glob(out.name + ".tmp-*")) + list(out.parent.glob(out.name + ".old-*"))
+    """Temporary or moved-aside folders beside `out` (`.NAME.tmp-PID-X`, also the older `NAME.tmp-PID`)."""
+    return [p for pattern in ("tmp", "old") for prefix in ("", ".") for p in out.parent.glob(f"{prefix}{out.name}.{pattern}-*")]
 
 
 def _write_jsonl(path: Path, texts: list[str], field: str = "text") -> None:

@@ -63,6 +63,10 @@ class DataConfig:
         num_canonical_nodes: Streaming's canonical node count (None = physical nodes at start).
         epoch_size: samples per epoch when streams are weighted by proportion (None = dataset size).
         cache_limit: Streaming shard cache limit for remote streams (e.g. "100gb"), None = no limit.
+        validate_shards: check each shard against the hash its index.json records (xxh64 when
+            data_prep/convert_to_mds.py wrote it): local shards once per process before their
+            first read, remote ones as they are downloaded. false skips the hashing; files
+            missing or of the wrong size are reported at start either way.
         num_workers: DataLoader worker processes reading documents in the background.
         prefetch_factor: fetches each worker keeps in flight (num_workers > 0 only).
         fetch_size: documents per background fetch (the DataLoader batch size of raw documents).
@@ -90,6 +94,7 @@ class DataConfig:
     num_canonical_nodes: int | None = None
     epoch_size: int | None = None
     cache_limit: str | None = None
+    validate_shards: bool = True
     num_workers: int = 0
     prefetch_factor: int = 2
     fetch_size: int = 64

@@ -25,7 +25,6 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from array import array
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,9 +33,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from flexbert.data.readers import BadInput, Document, InputError, expand_inputs, iter_documents
-from flexbert.data.tokenizer import TokenizerInfo, _replace_dir, load_tokenizer
+from flexbert.data.tokenizer import TokenizerInfo, load_tokenizer
+from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
 
-__all__ = ["ConvertConfig", "convert", "is_validation", "format_summary", "encode_documents"]
+__all__ = [
+    "ConvertConfig", "convert", "is_validation", "format_summary", "encode_documents", "SHARD_HASHES",
+    "SampleWriter", "open_writers", "split_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,23 +159,43 @@ def _encoded(batches: Iterable[list[str]], info: TokenizerInfo, cfg: ConvertConf
 # --- statistics ---------------------------------------------------------------------------
 @dataclass
 class _SplitStats:
+    """Counts of one split; sample lengths as an exact histogram, so parts merge exactly."""
+
     documents: int = 0
     chunked_documents: int = 0
-    lengths: array = field(default_factory=lambda: array("q"))
+    lengths: Counter = field(default_factory=Counter)  # sample length -> number of samples
+
+    def merge(self, other: "_SplitStats") -> None:
+        self.documents += other.documents
+        self.chunked_documents += other.chunked_documents
+        self.lengths.update(other.lengths)
+
+    def to_json(self) -> dict:
+        return {"documents": self.documents, "chunked_documents": self.chunked_documents,
+                "lengths": [[int(k), int(v)] for k, v in sorted(self.lengths.items())]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "_SplitStats":
+        return cls(d["documents"], d["chunked_documents"], Counter({int(k): int(v) for k, v in d["lengths"]}))
 
     def summary(self) -> dict:
-        lengths = np.frombuffer(self.lengths, dtype=np.int64) if len(self.lengths) else np.zeros(0, np.int64)
+        values = np.array(sorted(self.lengths), dtype=np.int64)
+        counts = np.array([self.lengths[v] for v in values], dtype=np.int64)
+        n = int(counts.sum())
         pct = {}
-        if len(lengths):
+        if n:
+            cum = np.cumsum(counts)
             for q in (50, 90, 99):
-                pct[f"p{q}"] = int(np.percentile(lengths, q, method="nearest"))
-            pct["max"] = int(lengths.max())
-            pct["mean"] = round(float(lengths.mean()), 1)
+                # exactly np.percentile(all_lengths, q, method="nearest"), from the histogram
+                idx = int(np.around((n - 1) * (np.float64(q) / 100)))
+                pct[f"p{q}"] = int(values[np.searchsorted(cum, idx, side="right")])
+            pct["max"] = int(values[-1])
+            pct["mean"] = round(float(int((values * counts).sum())) / n, 1)
         return {
             "documents": self.documents,
-            "samples": len(lengths),
+            "samples": n,
             "chunked_documents": self.chunked_documents,
-            "tokens": int(lengths.sum()),
+            "tokens": int((values * counts).sum()),
             "sample_length": pct,
         }
 
@@ -192,82 +215,135 @@ def _chunks(ids: np.ndarray, chunk_len: int | None) -> list[np.ndarray]:
     return out
 
 
+# --- shared by both engines: what a split's samples are and where they go ------------------
+SHARD_HASHES = ("sha1", "xxh64")  # recorded per shard in index.json; training checks xxh64
+
+
+def split_names(val_fraction: float) -> list[str]:
+    """The splits a run writes: train unless everything is validation, val when val_fraction > 0."""
+    return ([] if val_fraction >= 1.0 else ["train"]) + (["val"] if val_fraction > 0.0 else [])
+
+
+def open_writers(outs: dict, token_dtype: str, cfg: ConvertConfig) -> dict:
+    """One MDSWriter per split; `outs` maps split -> a folder or a (local, remote) pair."""
+    from streaming import MDSWriter
+
+    writers: dict = {}
+    try:
+        for split, out in outs.items():
+            writers[split] = MDSWriter(
+                columns={"input_ids": f"ndarray:{token_dtype}"},
+                out=out,
+                compression=None if cfg.compression == "none" else "zstd",
+                hashes=list(SHARD_HASHES),
+                size_limit=cfg.shard_size,
+            )
+    except BaseException:
+        for w in writers.values():
+            w.cancel_future_jobs()
+        raise
+    return writers
+
+
+class SampleWriter:
+    """Turns encoded documents into samples: the split, --min-tokens, --chunk-len, statistics.
+
+    Both engines feed it documents in input order, so a part of the input written by the
+    Ray engine holds exactly the samples the local engine writes for those documents.
+    """
+
+    def __init__(self, writers: dict, cfg: ConvertConfig, skipped: Counter, splits: list[str] | None = None):
+        """`writers`: split -> MDSWriter (a dict that opens them on first use works too); `splits`:
+        the splits to keep statistics for (default: the writers' keys)."""
+        self.writers, self.cfg, self.skipped = writers, cfg, skipped
+        self.stats = {s: _SplitStats() for s in (list(writers) if splits is None else splits)}
+
+    def add(self, arrays: list[np.ndarray], in_val: list[bool]) -> None:
+        for ids, v in zip(arrays, in_val):
+            split = "val" if v else "train"
+            if len(ids) < self.cfg.min_tokens:
+                self.skipped["too_short"] += 1
+                continue
+            st = self.stats[split]
+            st.documents += 1
+            pieces = _chunks(ids, self.cfg.chunk_len)
+            st.chunked_documents += len(pieces) > 1
+            for piece in pieces:
+                self.writers[split].write({"input_ids": piece})
+                st.lengths[len(piece)] += 1
+
+    @property
+    def documents(self) -> int:
+        return sum(s.documents for s in self.stats.values())
+
+
+def no_documents_error(cfg: ConvertConfig, skipped: Counter) -> InputError:
+    why = f"; skipped: {dict(skipped)}" if skipped else ""
+    return InputError(BadInput(", ".join(map(str, cfg.inputs)), None, "empty", f"no documents found in the inputs{why}"))
+
+
+def no_files_error(cfg: ConvertConfig) -> InputError:
+    globs = f" (include: {list(cfg.include) or 'known suffixes'}, exclude: {list(cfg.exclude)})"
+    return InputError(BadInput(", ".join(map(str, cfg.inputs)), None, "empty", "no input files found" + globs))
+
+
 # --- the run ------------------------------------------------------------------------------
 def convert(cfg: ConvertConfig) -> dict:
     """Run a conversion; returns the summary (also saved as OUTPUT/summary.json).
 
     Raises:
         InputError: bad input under ``on_error="fail"``, or no documents at all.
-        FileExistsError: OUTPUT exists and ``overwrite`` is off.
+        OutputError: OUTPUT exists and ``overwrite`` is off, or is/contains/lies inside an input or
+            the tokenizer, or cannot be created (checked before any work; flexbert.outputs).
         TokenizerError: the tokenizer folder is unusable.
     """
     from tqdm.auto import tqdm  # imported here to keep `import flexbert.data.convert` light
 
     start = time.perf_counter()
     out = Path(cfg.output)
-    if out.exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    inputs = [("--input", list(cfg.inputs)), ("--tokenizer", cfg.tokenizer)]
+    check_output_dir(out, inputs=inputs, overwrite=cfg.overwrite)
     info = load_tokenizer(cfg.tokenizer)
     files = expand_inputs(cfg.inputs, cfg.include, cfg.exclude)
     if not files:
-        globs = f" (include: {list(cfg.include) or 'known suffixes'}, exclude: {list(cfg.exclude)})"
-        raise InputError(BadInput(", ".join(map(str, cfg.inputs)), None, "empty", "no input files found" + globs))
+        raise no_files_error(cfg)
     log.info("converting %d files with tokenizer %s (%d ids, %s) to %s", len(files), info.path, info.vocab_size, info.token_dtype, out)
 
-    splits = ([] if cfg.val_fraction >= 1.0 else ["train"]) + (["val"] if cfg.val_fraction > 0.0 else [])
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = prepare_output_dir(out, inputs=inputs, overwrite=cfg.overwrite)
     writers: dict = {}
     try:
-        from streaming import MDSWriter
-
-        for s in splits:
-            writers[s] = MDSWriter(
-                columns={"input_ids": f"ndarray:{info.token_dtype}"},
-                out=str(tmp / s),
-                compression=None if cfg.compression == "none" else "zstd",
-                size_limit=cfg.shard_size,
-            )
-        stats = {s: _SplitStats() for s in splits}
+        writers = open_writers({s: str(tmp / s) for s in split_names(cfg.val_fraction)}, info.token_dtype, cfg)
         skipped: Counter = Counter()
+        sink = SampleWriter(writers, cfg, skipped)
         examples: list[str] = []
         total_bytes = sum(_size(f) for f in files)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="convert", disable=not cfg.progress) as bar:
             docs = iter_documents(files, cfg.text_field, cfg.on_error, skipped, bar.update, examples=examples)
             with contextlib.closing(_encoded(_batched(docs, cfg.batch_docs, cfg.batch_chars), info, cfg)) as results:
                 for arrays, in_val in results:
-                    for ids, v in zip(arrays, in_val):
-                        split = "val" if v else "train"
-                        if len(ids) < cfg.min_tokens:
-                            skipped["too_short"] += 1
-                            continue
-                        st = stats[split]
-                        st.documents += 1
-                        pieces = _chunks(ids, cfg.chunk_len)
-                        st.chunked_documents += len(pieces) > 1
-                        for piece in pieces:
-                            writers[split].write({"input_ids": piece})
-                            st.lengths.append(len(piece))
-                    bar.set_postfix(docs=sum(s.documents for s in stats.values()), refresh=False)
-        if sum(s.documents for s in stats.values()) == 0:
-            why = f"; skipped: {dict(skipped)}" if skipped else ""
-            raise InputError(BadInput(", ".join(map(str, cfg.inputs)), None, "empty", f"no documents found in the inputs{why}"))
+                    sink.add(arrays, in_val)
+                    bar.set_postfix(docs=sink.documents, refresh=False)
+        if sink.documents == 0:
+            raise no_documents_error(cfg, skipped)
         for w in writers.values():
             w.finish()
         elapsed = time.perf_counter() - start
-        summary = _summary(cfg, info, files, stats, skipped, examples, elapsed, out)
+        summary = _summary(cfg, info, files, sink.stats, skipped, examples, elapsed, out)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
+        install_output_dir(tmp, out)
     except BaseException:
         for w in writers.values():
             w.cancel_future_jobs()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    warn_empty_splits(summary, cfg)
+    return summary
+
+
+def warn_empty_splits(summary: dict, cfg: ConvertConfig) -> None:
     for s, st in summary["splits"].items():
         if st["samples"] == 0:
             log.warning("split '%s' is empty (too few documents for --val-fraction %s)", s, cfg.val_fraction)
-    return summary
 
 
 def _size(f: Path) -> int:
@@ -297,8 +373,10 @@ def _summary(cfg, info, files, stats, skipped, examples, elapsed, out) -> dict:
 def format_summary(summary: dict) -> str:
     """Human-readable version of a conversion summary."""
     tok = summary["tokenizer"]
+    engine = summary.get("engine")
+    how = f" with Ray ({engine['parts']} parts, {engine['parts_converted_now']} converted now)" if engine else ""
     lines = [
-        f"wrote {summary['output']} from {len(summary['files'])} files in {summary['elapsed_s']:.1f}s "
+        f"wrote {summary['output']} from {len(summary['files'])} files{how} in {summary['elapsed_s']:.1f}s "
         f"({summary['tokens_per_s'] or 0:,} tokens/s)",
         f"tokenizer: {tok['path']} ({tok['vocab_size']} ids, {tok['dtype']})",
     ]

@@ -22,7 +22,8 @@ from flexbert.config.data import DataConfig, StreamConfig
 from flexbert.data.batching import pad_rows
 from flexbert.data.masking import MLMMasker
 from flexbert.data.packer import BatchSizeWarmup, SequencePacker
-from flexbert.data.streaming import DocumentReader, RankInfo, build_streaming_dataset, detect_rank, rank_sample_ids
+from flexbert.data.streaming import (DocumentReader, RankInfo, build_streaming_dataset, detect_rank, raise_data_errors,
+                                     rank_sample_ids)
 
 __all__ = ["PackedMLMLoader", "build_train_loader", "build_eval_loader"]
 
@@ -47,16 +48,17 @@ class PackedMLMLoader:
         pad_to_budget / pad_token_id: pad every row to max_seq_len.
         vocab_size: ids must be below it (checked per batch, a cheap max).
         finite: evaluation mode: one pass over the data, restarting at every `iter()`.
+        validate_shards: hash each shard against index.json before its first read in a process.
     """
 
     def __init__(self, dataset, *, rank_info: RankInfo, packer: SequencePacker, masker: MLMMasker, warmup: BatchSizeWarmup,
                  num_workers: int = 0, prefetch_factor: int = 2, fetch_size: int = 64, pad_to_budget: bool = False,
-                 pad_token_id: int = 0, vocab_size: int | None = None, finite: bool = False):
+                 pad_token_id: int = 0, vocab_size: int | None = None, finite: bool = False, validate_shards: bool = True):
         self.dataset, self.rank_info = dataset, rank_info
         self.packer, self.masker, self.warmup = packer, masker, warmup
         self.num_workers, self.prefetch_factor, self.fetch_size = num_workers, prefetch_factor, fetch_size
         self.pad_to_budget, self.pad_token_id, self.vocab_size = pad_to_budget, pad_token_id, vocab_size
-        self.finite = finite
+        self.finite, self.validate_shards = finite, validate_shards
         self._initial_packer_state = packer.state_dict()
         self.epoch = 0
         self.sample_in_epoch = 0  # position in this rank's order of `epoch` (documents pushed)
@@ -80,10 +82,10 @@ class PackedMLMLoader:
         return self._ids
 
     def _open_documents(self) -> Iterator[np.ndarray]:
-        reader = DocumentReader(self.dataset, self._epoch_ids(), self.sample_in_epoch, self.fetch_size)
+        reader = DocumentReader(self.dataset, self._epoch_ids(), self.sample_in_epoch, self.fetch_size, self.validate_shards)
         dl = DataLoader(reader, batch_size=self.fetch_size, num_workers=self.num_workers, collate_fn=_keep_list,
                         prefetch_factor=self.prefetch_factor if self.num_workers else None)
-        return (doc for fetch in dl for doc in fetch)
+        return raise_data_errors(doc for fetch in dl for doc in fetch)
 
     def _next_document(self) -> np.ndarray | None:
         """The next document of this rank, moving to the next epoch at the end (None: finite and done)."""
@@ -179,14 +181,15 @@ def _build(cfg: DataConfig, streams: list[StreamConfig], *, shuffle: bool, devic
     rank_info = rank_info or detect_rank()
     dataset = build_streaming_dataset(streams, shuffle=shuffle, shuffle_seed=cfg.shuffle_seed, shuffle_algo=cfg.shuffle_algo,
                                       num_canonical_nodes=cfg.num_canonical_nodes, epoch_size=cfg.epoch_size,
-                                      cache_limit=cfg.cache_limit, rank_info=rank_info)
+                                      cache_limit=cfg.cache_limit, rank_info=rank_info, validate_shards=cfg.validate_shards)
     packer = SequencePacker(cfg.max_seq_len, cfg.long_documents, cfg.packing_buffer_docs)
     masker = MLMMasker(set(special_ids) | {pad_token_id}, mask_token_id, vocab_size, cfg.mlm_probability, cfg.mask_token_ratio,
                        cfg.random_token_ratio, seed=cfg.masking_seed, rank=rank_info.rank)
     warmup = warmup or BatchSizeWarmup(device_batch_rows, None, 0)
     return PackedMLMLoader(dataset, rank_info=rank_info, packer=packer, masker=masker, warmup=warmup, num_workers=num_workers,
                            prefetch_factor=cfg.prefetch_factor, fetch_size=cfg.fetch_size, pad_to_budget=cfg.pad_to_budget,
-                           pad_token_id=pad_token_id, vocab_size=vocab_size, finite=finite)
+                           pad_token_id=pad_token_id, vocab_size=vocab_size, finite=finite,
+                           validate_shards=cfg.validate_shards)
 
 
 def build_train_loader(cfg: DataConfig, *, device_batch_rows: int, special_ids: Iterable[int], mask_token_id: int, vocab_size: int,

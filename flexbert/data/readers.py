@@ -5,6 +5,11 @@ Readers never raise on bad *content*: they yield a :class:`BadInput` record sayi
 (stop on the first problem, or skip and count it). :func:`iter_documents` applies that
 policy. Every yielded item carries ``pos``, the bytes of the file consumed so far, which
 drives a byte-accurate progress bar even for compressed inputs.
+
+Inputs may also be objects in a bucket (``s3://``, ``gs://``; :class:`RemoteFile`, read
+through pyarrow's file systems, ``S3_ENDPOINT_URL`` honoured as Streaming does), and an
+uncompressed JSONL file may be read as byte ranges (:class:`Piece`) that together yield
+exactly the documents of the whole file: the Ray engine's unit of parallel work.
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ import io
 import json
 import logging
 import os
+import types
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Sequence, Union
+from urllib.parse import urlparse
 
 __all__ = [
     "Document",
@@ -28,6 +35,11 @@ __all__ = [
     "expand_inputs",
     "read_file",
     "iter_documents",
+    "RemoteFile",
+    "Piece",
+    "is_url",
+    "expand_any",
+    "filesystem_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,7 +59,9 @@ SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache
 
 @dataclass
 class Document:
-    """One document: its text and where it came from (line: JSONL line / Parquet row)."""
+    """One document: its text and where it came from (line: JSONL line / Parquet row; None for a
+    JSONL :class:`Piece` that starts inside its file, where counting the lines before it would
+    mean reading them)."""
 
     text: str
     file: str
@@ -76,6 +90,151 @@ class InputError(ValueError):
     def __init__(self, bad: BadInput):
         super().__init__(str(bad))
         self.bad = bad
+
+
+URL_SCHEMES = ("s3", "gs", "gcs")
+
+
+def is_url(path: object) -> bool:
+    """True for an object-storage URL this module reads (s3://, gs://)."""
+    return isinstance(path, str) and urlparse(path).scheme in URL_SCHEMES
+
+
+_FILESYSTEMS: dict = {}
+
+
+def filesystem_for(url: str):
+    """(pyarrow FileSystem, path inside it) for an s3:// or gs:// URL; one file system per process.
+
+    S3 uses the usual AWS variables for credentials and region, plus ``S3_ENDPOINT_URL`` for an
+    S3-compatible server (as Streaming does, so one variable serves conversion and training).
+    """
+    import pyarrow.fs as pafs
+
+    u = urlparse(url)
+    scheme = "gs" if u.scheme == "gcs" else u.scheme
+    key = (scheme, os.environ.get("S3_ENDPOINT_URL"))
+    fs = _FILESYSTEMS.get(key)
+    if fs is None:
+        if scheme == "s3":
+            endpoint = os.environ.get("S3_ENDPOINT_URL")
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            fs = pafs.S3FileSystem(endpoint_override=endpoint, region=region) if endpoint else pafs.S3FileSystem(region=region)
+        elif scheme == "gs":
+            fs = pafs.GcsFileSystem()
+        else:
+            raise ValueError(f"{url}: unsupported URL scheme '{u.scheme}' (supported: s3://, gs://)")
+        _FILESYSTEMS[key] = fs
+    return fs, (u.netloc + u.path).rstrip("/")
+
+
+class _Raw(io.RawIOBase):
+    """A pyarrow input file as a raw stream, so io.BufferedReader can buffer it."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._f.seekable()
+
+    def readinto(self, b) -> int:
+        data = self._f.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class RemoteFile:
+    """A file in object storage, read through pyarrow (``str()`` is its URL, used in messages)."""
+
+    def __init__(self, url: str, size: int | None = None, mtime: float | None = None):
+        self.url, self.size, self.mtime = url, size, mtime
+        self._name = PurePosixPath(urlparse(url).path)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemoteFile({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteFile) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def name(self) -> str:
+        return self._name.name
+
+    @property
+    def suffix(self) -> str:
+        return self._name.suffix
+
+    @property
+    def suffixes(self) -> list[str]:
+        return self._name.suffixes
+
+    def stat(self):
+        if self.size is None:
+            fs, path = filesystem_for(self.url)
+            self.size = fs.get_file_info(path).size or 0
+        return types.SimpleNamespace(st_size=self.size)
+
+    def open(self, seekable: bool = False) -> io.BufferedReader:
+        """A buffered binary reader (always seekable: ranged reads, 1 MiB at a time)."""
+        fs, path = filesystem_for(self.url)
+        return io.BufferedReader(_Raw(fs.open_input_file(path)), buffer_size=1 << 20)
+
+    def read_bytes(self) -> bytes:
+        with self.open() as f:
+            return f.read()
+
+    def open_parquet_source(self):
+        fs, path = filesystem_for(self.url)
+        return fs.open_input_file(path)
+
+
+InputFile = Union[Path, RemoteFile]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of an input file: the JSONL lines that *start* in bytes [start, stop) of an
+    uncompressed file (stop None: to the end). The pieces of a file yield, in order, exactly
+    the documents and problems of the whole file; only the piece at byte 0 reports an empty file."""
+
+    file: InputFile
+    start: int = 0
+    stop: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}[{self.start}:{'' if self.stop is None else self.stop}]"
+
+
+def _open_binary(path: InputFile, seekable: bool = False):
+    if isinstance(path, RemoteFile):
+        try:
+            return path.open(seekable)
+        except (OSError, ValueError) as e:
+            raise OSError(f"{_one_line(e)}") from None
+    return open(path, "rb")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def file_kind(path: Path) -> str | None:
@@ -150,8 +309,75 @@ def expand_inputs(paths: Iterable[str | os.PathLike], include: Sequence[str] = (
     return unique
 
 
-def read_file(path: Path, text_field: str = "text") -> Iterator[Document | BadInput]:
-    """Yield the documents of one file, or BadInput records for what cannot be read."""
+def _walk_key(rel: str) -> tuple:
+    """Sort key giving os.walk's order (sorted; a folder's files before its sub-folders)."""
+    parts = rel.split("/")
+    return tuple((0 if i == len(parts) - 1 else 1, name) for i, name in enumerate(parts))
+
+
+def _list_remote(url: str, include: Sequence[str], exclude: Sequence[str]) -> list[RemoteFile]:
+    """The files under an s3:// / gs:// URL, chosen and ordered exactly like expand_inputs does a folder."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = filesystem_for(url)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            return [RemoteFile(url, info.size, info.mtime_ns)]
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(BadInput(url, None, "unreadable", "no such file or folder in the bucket"))
+        listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except InputError:
+        raise
+    except (OSError, ValueError) as e:  # credentials, endpoint, bucket: pyarrow raises OSError
+        raise InputError(BadInput(url, None, "unreadable", f"cannot list: {_one_line(e)}; check the credentials "
+                                  "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or gcloud's) and S3_ENDPOINT_URL")) from None
+    base = url.rstrip("/")
+    chosen, ignored = [], 0
+    for fi in listing:
+        if fi.type != pafs.FileType.File:
+            continue
+        rel = fi.path[len(root):].lstrip("/")
+        parts = rel.split("/")
+        if any(p in SKIP_DIRS or p.startswith(".") for p in parts[:-1]) or parts[-1].startswith("."):
+            continue
+        if exclude and _matches(rel, exclude, parts=True):
+            continue
+        if include:
+            if not _matches(rel, include, parts=False):
+                continue
+        elif file_kind(Path(parts[-1])) is None:
+            ignored += 1
+            continue
+        chosen.append((rel, fi))
+    if ignored:
+        log.info("%s: ignored %d files with unknown suffixes (use --include to add them)", url, ignored)
+    chosen.sort(key=lambda x: _walk_key(x[0]))
+    return [RemoteFile(f"{base}/{rel}", fi.size, fi.mtime_ns) for rel, fi in chosen]
+
+
+def expand_any(paths: Iterable[str | os.PathLike], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[InputFile]:
+    """:func:`expand_inputs` that also takes s3:// and gs:// URLs (files or prefixes), in the given order."""
+    out: list[InputFile] = []
+    seen: set = set()
+    for p in paths:
+        found = _list_remote(str(p), include, exclude) if is_url(str(p)) else expand_inputs([p], include, exclude)
+        for f in found:
+            key = f if isinstance(f, RemoteFile) else f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
+
+
+def read_file(path: InputFile | Piece, text_field: str = "text") -> Iterator[Document | BadInput]:
+    """Yield the documents of one file (or :class:`Piece`), or BadInput records for what cannot be read."""
+    if isinstance(path, Piece):
+        if path.start == 0 and path.stop is None:
+            path = path.file
+        else:
+            yield from _read_jsonl(path.file, text_field, path.start, path.stop)
+            return
     kind = file_kind(path) or "text"
     reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text}[kind]
     yield from reader(path, text_field)
@@ -162,7 +388,7 @@ def _read_text(path: Path, text_field: str) -> Iterator[Document | BadInput]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        yield BadInput(f, None, "unreadable", f"cannot read: {e.strerror or e}")
+        yield BadInput(f, None, "unreadable", f"cannot read: {e.strerror or _one_line(e)}")
         return
     pos = len(data)
     try:
@@ -200,26 +426,44 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _read_jsonl(path: Path, text_field: str) -> Iterator[Document | BadInput]:
+def _read_jsonl(path: InputFile, text_field: str, start: int = 0, stop: int | None = None) -> Iterator[Document | BadInput]:
+    """JSONL records of `path`; with start/stop (uncompressed files only), those of the lines
+    beginning in bytes [start, stop)."""
     f = str(path)
+    ranged = start > 0 or stop is not None
     try:
-        raw = open(path, "rb")
+        raw = _open_binary(path, seekable=start > 0)
     except OSError as e:
         yield BadInput(f, None, "unreadable", f"cannot read: {e.strerror or e}")
         return
     found = False
     lineno = 0
+    first = 0  # where this piece's first line starts
+    base: list[int] = []  # lines before it, counted only when a message needs a line number
+
+    def line_no() -> int:
+        if not base:
+            base.append(_count_lines(path, first) if first > 0 else 0)
+        return base[0] + lineno
+
     with raw:
-        stream = _open_lines(path, raw)
-        lines = iter(stream)
+        if start > 0:
+            raw.seek(start - 1)
+            if raw.read(1) != b"\n":
+                raw.readline()  # the line that began before `start` belongs to the previous piece
+            first = raw.tell()
+        stream = raw if ranged else _open_lines(path, raw)
         while True:
-            try:
-                line = next(lines)
-            except StopIteration:
+            if stop is not None and raw.tell() >= stop:
                 break
+            try:
+                line = stream.readline()
             except _decompress_errors() as e:
-                yield BadInput(f, lineno + 1, "unreadable", f"corrupt or truncated data: {e}", raw.tell())
+                lineno += 1
+                yield BadInput(f, line_no(), "unreadable", f"corrupt or truncated data: {e}", raw.tell())
                 return
+            if not line:
+                break
             lineno += 1
             pos = raw.tell()
             if not line.strip():
@@ -228,35 +472,52 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[Document | BadInput]:
             try:
                 s = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield BadInput(f, lineno, "invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line", pos)
+                yield BadInput(f, line_no(), "invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line", pos)
                 continue
             try:
                 record = json.loads(s)
             except json.JSONDecodeError as e:
-                yield BadInput(f, lineno, "malformed_json", f"malformed JSON: {e.msg} at column {e.colno}", pos)
+                yield BadInput(f, line_no(), "malformed_json", f"malformed JSON: {e.msg} at column {e.colno}", pos)
                 continue
             if not isinstance(record, dict):
-                yield BadInput(f, lineno, "malformed_json", f"expected a JSON object, got {type(record).__name__}", pos)
+                yield BadInput(f, line_no(), "malformed_json", f"expected a JSON object, got {type(record).__name__}", pos)
                 continue
             if text_field not in record:
                 fields = ", ".join(sorted(map(str, record))[:10]) or "none"
-                yield BadInput(f, lineno, "missing_field", f"no field '{text_field}' (fields: {fields}); set --text-field", pos)
+                yield BadInput(f, line_no(), "missing_field", f"no field '{text_field}' (fields: {fields}); set --text-field", pos)
                 continue
             text = record[text_field]
             if not isinstance(text, str):
-                yield BadInput(f, lineno, "bad_field", f"field '{text_field}' is {type(text).__name__}, expected a string", pos)
+                yield BadInput(f, line_no(), "bad_field", f"field '{text_field}' is {type(text).__name__}, expected a string", pos)
                 continue
             if not text.strip():
-                yield BadInput(f, lineno, "empty", f"field '{text_field}' is empty", pos)
+                yield BadInput(f, line_no(), "empty", f"field '{text_field}' is empty", pos)
                 continue
             try:
                 text.encode("utf-8")  # JSON escapes can smuggle in lone surrogates
             except UnicodeEncodeError:
-                yield BadInput(f, lineno, "invalid_utf8", "invalid UTF-8 (a lone surrogate \\ud8xx escape)", pos)
+                yield BadInput(f, line_no(), "invalid_utf8", "invalid UTF-8 (a lone surrogate \\ud8xx escape)", pos)
                 continue
-            yield Document(text, f, lineno, pos)
-    if not found:
+            yield Document(text, f, line_no() if start == 0 or base else None, pos)
+        if not found and start == 0 and ranged:
+            # The first piece alone decides "empty file": it looks past its end for any record.
+            found = any(line.strip() for line in iter(raw.readline, b""))
+    if not found and start == 0:
         yield BadInput(f, None, "empty", "empty file (no JSON records)", path.stat().st_size)
+
+
+def _count_lines(path: InputFile, end: int) -> int:
+    """Newlines in bytes [0, end) of an uncompressed file: the line number where a piece starts."""
+    n = 0
+    with _open_binary(path) as f:
+        left = end
+        while left > 0:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
 
 
 def _read_parquet(path: Path, text_field: str) -> Iterator[Document | BadInput]:
@@ -265,7 +526,7 @@ def _read_parquet(path: Path, text_field: str) -> Iterator[Document | BadInput]:
 
     f = str(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path.open_parquet_source() if isinstance(path, RemoteFile) else path)
     except (OSError, pa.ArrowException) as e:
         yield BadInput(f, None, "unreadable", f"not a readable Parquet file: {e}")
         return
@@ -299,7 +560,7 @@ def _read_parquet(path: Path, text_field: str) -> Iterator[Document | BadInput]:
 
 
 def iter_documents(
-    files: Sequence[Path],
+    files: Sequence[InputFile | Piece],
     text_field: str = "text",
     on_error: str = "fail",
     skipped: Counter | None = None,
