@@ -28,6 +28,10 @@ from flexbert.data.convert_ray import plan_parts  # noqa: E402
 from flexbert.data.readers import BadInput, Piece  # noqa: E402
 from flexbert.data.tokenizer import train_tokenizer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _s3_server import credentials_enforced, s3_server  # noqa: E402
+from _s3_server import free_port as _free_port  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,12 +180,6 @@ def test_unreachable_cluster_and_local_only_flags_are_one_line_errors(tok, tmp_p
 
 
 # --- a two-node cluster ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ray_node(args: list[str], log: Path, env: dict) -> subprocess.Popen:
     ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
@@ -388,25 +386,10 @@ def test_resume_skips_the_parts_that_completed(cluster, tok, tmp_path):
 
 # --- object storage (moto on loopback) ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3():
     """moto's S3 server on 127.0.0.1 with bucket 'corpus'; yields the environment pointing at it."""
-    pytest.importorskip("moto")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-    client.create_bucket(Bucket="corpus")
-    try:
+    with s3_server("corpus") as (env, client):
         yield env, client
-    finally:
-        server.stop()
 
 
 def _upload(client, folder: Path, prefix: str) -> None:
@@ -470,14 +453,10 @@ def _mkparent(p: Path) -> Path:
 
 def test_s3_wrong_or_missing_credentials_are_one_line_errors_naming_the_url(s3, tok, tmp_path):
     env, client = s3
-    import requests
-
     (tmp_path / "d.jsonl").write_text('{"text": "hello"}\n')
     assert convert([tmp_path / "d.jsonl"], tok, tmp_path / "mds", "--workers", "1").returncode == 0
     _upload(client, tmp_path / "mds", "creds-test")
-    endpoint = env["S3_ENDPOINT_URL"]
-    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()  # enforce credentials
-    try:
+    with credentials_enforced(env):
         for creds in ({"AWS_ACCESS_KEY_ID": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong"},
                       {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}):
             for inputs, out in (([tmp_path / "d.jsonl"], "s3://corpus/out"), (["s3://corpus/raw"], tmp_path / "out")):
@@ -487,7 +466,7 @@ def test_s3_wrong_or_missing_credentials_are_one_line_errors_naming_the_url(s3, 
                 assert len(err) == 1 and "Traceback" not in r.stderr
                 assert err[0].startswith(f"error: {'s3://corpus/out' if isinstance(out, str) else 's3://corpus/raw'}")
                 assert "check the credentials" in err[0]
-        # Training from the bucket with a wrong key: one line naming the index it could not fetch.
+        # Training from the bucket with a wrong key: refused before step 0, one line naming the key and the index.
         sys.path.insert(0, str(Path(__file__).parent))
         from _train_support import run_train, tiny_run, write_yaml
 
@@ -495,7 +474,5 @@ def test_s3_wrong_or_missing_credentials_are_one_line_errors_naming_the_url(s3, 
         run["data"].update(local=str(tmp_path / "cache"), remote="s3://corpus/creds-test", split="train")
         t = run_train(str(write_yaml(tmp_path / "run.yaml", run)), env={**env, "AWS_ACCESS_KEY_ID": "wrong"})
         assert t.returncode == 2 and "Traceback" not in t.stderr, t.stderr[-3000:]
-        assert "data error: cannot fetch s3://corpus/creds-test/train/index.json (" in t.stderr
-        assert "check the path, the credentials" in t.stderr
-    finally:
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+        assert "data.remote s3://corpus/creds-test/train/index.json: the credentials were refused" in t.stderr
+

@@ -3,7 +3,9 @@ preflight (and so in `--dry-run`) rather than minutes or days into the run.
 
 * the LR schedule fits the run (`max_duration=4ba` on a config with a 20-batch warmup and a decay);
 * every callback named under `callbacks:` exists, including ones turned off with `false`;
-* `export_hf` can be written: the model is exportable and the folder is creatable.
+* `export_hf` can be written: the model is exportable, the folder is creatable and it is not (and
+  does not contain) an input of the run or the save folder: the export replaces the whole folder;
+* every remote (s3://) path is reachable with the credentials set (`flexbert.train.remote_checks`).
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from typing import Any
 
 from flexbert.config.optim import parse_time
 from flexbert.config.strict import ConfigError
+from flexbert.train.remote_checks import check_remote_paths
 
-__all__ = ["check_run", "check_schedule", "check_callback_names", "check_export_hf"]
+__all__ = ["check_run", "check_schedule", "check_callback_names", "check_export_hf", "check_remote_paths"]
 
 
 def check_run(cfg: Any, mcfg: Any) -> None:
@@ -21,6 +24,7 @@ def check_run(cfg: Any, mcfg: Any) -> None:
     check_schedule(cfg)
     check_callback_names(cfg)
     check_export_hf(cfg, mcfg)
+    check_remote_paths(cfg)
 
 
 def check_schedule(cfg: Any) -> None:
@@ -61,11 +65,32 @@ def check_export_hf(cfg: Any, mcfg: Any) -> None:
     if reasons:
         raise ConfigError(f"export_hf {folder}: this model cannot be exported to Hugging Face ModernBERT: "
                           + "; ".join(reasons) + "; set export_hf: null to keep it in FlexBERT format")
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ConfigError(f"export_hf {folder} exists and is not a folder; choose another export_hf")
-    parent = os.path.dirname(os.path.abspath(folder))
-    while not os.path.exists(parent):  # the nearest existing ancestor is where the folder would be created
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise ConfigError(f"export_hf {folder} cannot be created: {parent} is not a writable folder; "
-                          "choose another export_hf")
+    from flexbert.outputs import OutputError, check_output_dir
+
+    try:  # the export replaces the folder at the end of the run: it must not hold anything the run reads
+        check_output_dir(folder, inputs=_run_inputs(cfg), overwrite=True, name="export_hf")
+    except OutputError as e:
+        raise ConfigError(str(e)) from None
+    save = cfg.save_folder
+    if save and "://" not in save and os.path.realpath(save).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep):
+        raise ConfigError(f"export_hf {folder} contains save_folder {save}: the export would delete the checkpoints; "
+                          "choose an export_hf outside it (inside save_folder is fine)")
+    if save and "://" not in save and os.path.realpath(save) == os.path.realpath(folder):
+        raise ConfigError(f"export_hf {folder} is the same path as save_folder {save}: the export would delete the "
+                          "checkpoints; choose another export_hf (a folder inside save_folder is fine)")
+
+
+def _run_inputs(cfg: Any) -> list[tuple[str, Any]]:
+    """(config key, local path) of everything the run reads from disk."""
+    inputs: list[tuple[str, Any]] = [("tokenizer", cfg.tokenizer)]
+    for section, data in (("data", cfg.data), ("eval_data", cfg.eval_data)):
+        if data is None:
+            continue
+        for s in data.train_streams() + list(data.eval_streams):
+            if not s.remote:  # a remote stream's local is a cache the run writes, not an input
+                inputs.append((f"{section} local", s.local))
+    if cfg.load_path and "://" not in cfg.load_path:
+        inputs.append(("load_path", cfg.load_path))
+    if cfg.init_from is not None:
+        inputs += [("init_from.path", cfg.init_from.path or None), ("init_from.hf", cfg.init_from.hf)]
+    return inputs
