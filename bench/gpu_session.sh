@@ -9,6 +9,15 @@
 #   bash bench/gpu_session.sh
 # ONLY="step names" runs just those steps, e.g. ONLY="gpu_tests base_1024" bash bench/gpu_session.sh
 # On a machine where the project is installed (pip install -e .[dev]) .whl/ may be absent.
+#
+# ONLY=issue15 runs the training-speed measurement of issue 15 (item 6), sized for ~8 minutes on an
+# H200 (step limits sum to 475 s; expected ~5 min): the GPU tests of the MLM loss and of the sdpa
+# kernel's layouts, the dense-vs-chunked loss bench
+# (bf16, M 4096 and 17408, ModernBERT-base vocab), then tokens/s, MFU, peak memory and the share of
+# step time outside forward/backward/optimizer through the real Composer Trainer
+# (bench/train_throughput.py --trainer, the shipped phase YAMLs, synthetic lognormal-length MDS
+# documents through the real packer) for base and large at 1024 and 8192, and base at 1024 once more
+# with model.mlm_loss=chunked (auto is dense on CUDA until this measures it). JSON lines go to $OUT/issue15.jsonl.
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
@@ -21,6 +30,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+ISSUE15="i15_env i15_loss_tests i15_loss i15_base_1024 i15_base_1024_chunked i15_base_8192 i15_large_1024 i15_large_8192"
+if [ "${ONLY:-}" = "issue15" ]; then ONLY="$ISSUE15"; fi
 
 step() {  # step NAME SECONDS CMD...: run with a time limit, log it, go on whatever happens
     local name=$1 limit=$2; shift 2
@@ -52,5 +63,17 @@ step composer_fsdp 90 "$py" -m composer.cli.launcher -n 1 "${DEMO_GPU[@]}" \
     fsdp_config.sharding_strategy=FULL_SHARD save_folder=/tmp/run_f export_hf=null run_name=gpu-fsdp
 step base_1024_flex 90 "$py" "${TT[@]}" --model modernbert-base --seq-len 1024 --rows 64 --attn-backend flex
 step vs_hf 150 "$py" bench/model_throughput.py --model modernbert-base --set short
+
+# ---- issue 15, item 6 (ONLY=issue15): Composer-path throughput and the fused MLM loss on CUDA, bf16
+step i15_env 15 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+    $py -c 'import torch, composer, transformers; print(\"torch\", torch.__version__, \"composer\", composer.__version__, \"transformers\", transformers.__version__)'"
+step i15_loss_tests 40 "$py" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_mlm_loss.py tests/test_attention_cpu_fastpath.py
+step i15_loss 50 "$py" bench/mlm_loss.py --json "$OUT/issue15.jsonl"
+TR=(bench/train_throughput.py --trainer --warmup 3 --steps 10 --json "$OUT/issue15.jsonl")
+step i15_base_1024 70 "$py" "${TR[@]}" --model yamls/modernbert-base/1-pretrain.yaml --rows 64
+step i15_base_1024_chunked 70 "$py" "${TR[@]}" --model yamls/modernbert-base/1-pretrain.yaml --rows 64 --mlm-loss chunked
+step i15_base_8192 70 "$py" "${TR[@]}" --model yamls/modernbert-base/2-context-extension.yaml --rows 8
+step i15_large_1024 80 "$py" "${TR[@]}" --model yamls/modernbert-large/1-pretrain.yaml --rows 32
+step i15_large_8192 80 "$py" "${TR[@]}" --model yamls/modernbert-large/2-context-extension.yaml --rows 4
 echo "===== done" | tee -a "$LOG"
 cat "$OUT/steps.txt"

@@ -7,8 +7,13 @@ loads that folder) and see the same documents, token ids and labels:
   - HF gets them right-padded (B, S) with attention_mask and the same labels (-100 at pads),
     with its own sparse_prediction switched on in fwd+bwd, so both skip unlabelled rows in
     the decoder; forward-only runs return full logits on both sides.
-Tokens/s counts real (non-pad) tokens only. Each measurement: warm-up, then the median of
---repeats (CUDA events on GPU, perf_counter on CPU). Dropout is 0 on both sides.
+Tokens/s counts real (non-pad) tokens only. Each measurement: warm-up, then --repeats rounds,
+each timing one FlexBERT call and one HF call back to back (alternating which goes first; CUDA
+events on GPU, perf_counter on CPU); tokens/s is from each side's median time and the ratio is the
+median of the per-round ratios, so load changes on a shared machine hit both sides of a ratio.
+Peak memory is taken in one further call per side. Dropout is 0 on both sides. On a shared CPU,
+`--threads 1 --timer process` counts each call's CPU time instead of wall time: other jobs on
+the cores then barely move the result (cache and memory bandwidth are still shared).
 
 Document lengths: short ~ Normal(256, 64) clipped to [32, 512]; long ~ Normal(4096, 1024)
 clipped to [512, 8192]. Defaults are sized for the device: on CPU `--set short` with 8
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -116,23 +122,19 @@ class PeakMemory:
             self._thread.join()
 
 
-def median_seconds(fn, warmup: int, repeats: int, device: torch.device) -> float:
-    for _ in range(warmup):
+def time_once(fn, device: torch.device, timer: str = "wall") -> float:
+    """Seconds of one call: CUDA events on GPU; on CPU perf_counter (wall) or process CPU time."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    clock = time.process_time if timer == "process" else time.perf_counter
+    t0 = clock()
+    fn()
+    return clock() - t0
 
 
 def flops_per_token(model, cfg, lengths: list[int], n_masked: int, backward: bool) -> float:
@@ -178,20 +180,36 @@ def measure(which, cfg, flex, hf, args, device) -> list[str]:
         out.loss.backward()
 
     for phase, (f_fn, h_fn) in {"fwd": (flex_fwd, hf_fwd), "fwd+bwd": (flex_train, hf_train)}.items():
-        result = {}
-        for name, fn, model in (("flexbert", f_fn, flex), ("hf", h_fn, hf)):
+        fns = {"flexbert": (f_fn, flex), "hf": (h_fn, hf)}
+        for fn, model in fns.values():
             model.train(phase == "fwd+bwd")
+            for _ in range(args.warmup):
+                fn()
             model.zero_grad(set_to_none=True)
+        # Interleaved: each repeat times both models back to back (the order alternates), so a load
+        # change on a shared machine hits both; the ratio is the median of the per-repeat ratios.
+        times = {name: [] for name in fns}
+        for r in range(args.repeats):
+            for name in (("flexbert", "hf") if r % 2 == 0 else ("hf", "flexbert")):
+                fn, model = fns[name]
+                times[name].append(time_once(fn, device, args.timer))
+                model.zero_grad(set_to_none=True)
+        peak = {}
+        for name, (fn, model) in fns.items():  # peak memory: one more call each, on its own
             with PeakMemory(device) as mem:
-                sec = median_seconds(fn, args.warmup, args.repeats, device)
+                fn()
             model.zero_grad(set_to_none=True)
-            result[name] = (T / sec, mem.peak)
-        f_tps, h_tps = result["flexbert"][0], result["hf"][0]
-        line = (f"{phase:8s} flexbert {f_tps:10.0f} tok/s  hf {h_tps:10.0f} tok/s  ratio {f_tps / h_tps:5.2f}x  "
-                f"peak mem flexbert {result['flexbert'][1] / 2**30:.2f} GiB hf {result['hf'][1] / 2**30:.2f} GiB")
+            peak[name] = mem.peak
+        f_tps, h_tps = T / statistics.median(times["flexbert"]), T / statistics.median(times["hf"])
+        ratio = statistics.median(h / f for f, h in zip(times["flexbert"], times["hf"]))
+        line = (f"{phase:8s} flexbert {f_tps:10.0f} tok/s  hf {h_tps:10.0f} tok/s  ratio {ratio:5.2f}x  "
+                f"peak mem flexbert {peak['flexbert'] / 2**30:.2f} GiB hf {peak['hf'] / 2**30:.2f} GiB")
         if device.type == "cuda":
             fpt = flops_per_token(flex, cfg, lengths, n_masked, backward=phase == "fwd+bwd")
             line += f"  MFU flexbert {100 * f_tps * fpt / H100_BF16_PEAK:.1f}% hf {100 * h_tps * fpt / H100_BF16_PEAK:.1f}%"
+        if args.repeats > 1:
+            pair = sorted(h / f for f, h in zip(times["flexbert"], times["hf"]))
+            line += f"  (per-repeat ratios {pair[0]:.2f}-{pair[-1]:.2f})"
         rows.append(line)
         print(line, flush=True)
     return rows
@@ -207,7 +225,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, help="timed repeats, median reported (default: CPU 3, CUDA 10)")
     p.add_argument("--warmup", type=int, help="untimed warm-up runs (default: CPU 1, CUDA 3)")
     p.add_argument("--hf-attn", default=None, help="HF attn_implementation (default: HF's own choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--timer", choices=["wall", "process"], default="wall",
+                   help="CPU: wall clock (default) or this process's CPU time (with --threads 1: the work done, "
+                        "insensitive to other jobs taking the cores; tokens/s is then per CPU-second)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if cuda else "fp32")]
@@ -234,7 +258,11 @@ def main(argv=None) -> int:
     print(f"model {args.model}: {sum(p.numel() for p in flex.parameters()):,} params; device {device} "
           f"({torch.cuda.get_device_name(device) if cuda else f'{torch.get_num_threads()} threads'}); {dtype}; "
           f"torch {torch.__version__}, transformers {transformers.__version__}; HF attention "
-          f"{hf.config._attn_implementation}; repeats {args.repeats} (median), warm-up {args.warmup}")
+          f"{hf.config._attn_implementation}; repeats {args.repeats} (median), warm-up {args.warmup}; "
+          f"{'timer ' + args.timer + '; ' if not cuda else ''}"
+          f"load avg (1 min) {os.getloadavg()[0]:.1f}")
+    mlm_loss = flex.mlm_loss_kernel(device, dtype).name if hasattr(flex, "mlm_loss_kernel") else "dense"
+    print(f"flexbert: attention kernel {flex.model.attention_kernel(device, dtype).name}, mlm loss (fwd+bwd) {mlm_loss}")
     for which in (["short", "long"] if args.which == "both" else [args.which]):
         measure(which, cfg, flex, hf, args, device)
     return 0

@@ -75,6 +75,7 @@ class FlexBertConfig:
     decoder_bias: bool = True
     tie_word_embeddings: bool = True
     sparse_prediction: bool = True
+    mlm_loss: str = "auto"
 
     init: str = "modernbert"
     initializer_range: float = 0.02
@@ -141,6 +142,10 @@ class FlexBertConfig:
             registry.get(getattr(self, key), where=f"model.{key}")
         if self.attn_backend != "auto" and self.attn_backend not in KERNELS:
             KERNELS.get(self.attn_backend, where="model.attn_backend")  # raises with choices (+ auto)
+        from flexbert.model.mlm_loss import MLM_LOSSES
+
+        if self.mlm_loss != "auto" and self.mlm_loss not in MLM_LOSSES:
+            MLM_LOSSES.get(self.mlm_loss, where="model.mlm_loss")  # raises with choices
 
     @property
     def head_dim(self) -> int:

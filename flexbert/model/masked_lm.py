@@ -1,50 +1,66 @@
 """FlexBertForMaskedLM: encoder + prediction head + decoder, with a sparse MLM head.
 
 Shape legend: B sequences, S padded length, T packed tokens, M labelled tokens, D hidden, V vocab.
+
+The decoder + cross-entropy runs on the MLM loss kernel of `model.mlm_loss`
+(flexbert/model/mlm_loss.py): `dense` materialises the logits, `chunked` never holds them all.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
+import logging
+from typing import Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flexbert.config.model import FlexBertConfig
 from flexbert.model.encoder import FlexBertModel
 from flexbert.model.heads import FlexBertPredictionHead
 from flexbert.model.init import init_weights
+from flexbert.model.mlm_loss import (IGNORE_INDEX, DenseMLMLoss, MLMLossKernel, compute_dtype, lazy, masked_lm_loss,
+                                     resolve_mlm_loss)
 from flexbert.model.packing import pack_inputs, repad
 
 __all__ = ["FlexBertForMaskedLM", "MaskedLMOutput", "IGNORE_INDEX", "masked_lm_loss"]
 
-IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
 class MaskedLMOutput:
     """Result of FlexBertForMaskedLM.
 
     Attributes:
         loss: mean cross-entropy over labels != -100 (0 when there are none); None without labels.
         logits: (M, V) labelled rows when sparse prediction ran; else (B, S, V) padded or (T, V) packed.
+            With the `chunked` loss kernel they are computed on first access, without gradients.
         labels: the labels aligned with the rows of logits ((M,), (B, S) or (T,)); None without labels.
+        token_loss: fp32 per-row losses aligned with the scored rows ((M,), or (T,) packed without
+            sparse prediction; 0 on ignored rows), no gradient; set by the `chunked` kernel, else None.
+        predictions: int64 argmax per scored row (same rows as token_loss); `chunked` only, else None.
     """
 
-    loss: torch.Tensor | None
-    logits: torch.Tensor
-    labels: torch.Tensor | None = None
+    def __init__(self, loss: torch.Tensor | None, logits: torch.Tensor | Callable[[], torch.Tensor],
+                 labels: torch.Tensor | None = None, token_loss: torch.Tensor | None = None,
+                 predictions: torch.Tensor | None = None):
+        self.loss = loss
+        self._logits = logits
+        self.labels = labels
+        self.token_loss = token_loss
+        self.predictions = predictions
 
+    @property
+    def logits(self) -> torch.Tensor:
+        if callable(self._logits):  # the chunked kernel's logits, made on demand
+            self._logits = self._logits()
+        return self._logits
 
-def masked_lm_loss(logits_MV: torch.Tensor, labels_M: torch.Tensor) -> torch.Tensor:
-    """Mean CE (fp32) over labels != -100; 0 (with a graph) when no label is set, instead of NaN.
+    @logits.setter
+    def logits(self, value: torch.Tensor) -> None:
+        self._logits = value
 
-    Summing then dividing by the clamped count avoids a host sync on the count.
-    """
-    total = F.cross_entropy(logits_MV.float(), labels_M, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (labels_M != IGNORE_INDEX).sum().clamp(min=1)
-    return total / count
+    def __repr__(self) -> str:
+        shape = "(on demand)" if callable(self._logits) else tuple(self._logits.shape)
+        return f"MaskedLMOutput(loss={self.loss}, logits={shape})"
 
 
 class FlexBertForMaskedLM(nn.Module):
@@ -60,7 +76,20 @@ class FlexBertForMaskedLM(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
         if config.tie_word_embeddings:
             self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        self._loss_kernels: dict[tuple[str, int | None, torch.dtype], MLMLossKernel] = {}
         init_weights(self, config)
+
+    def mlm_loss_kernel(self, device: torch.device, dtype: torch.dtype) -> MLMLossKernel:
+        """Return the MLM loss kernel for `device`/`dtype`, resolving model.mlm_loss on first use there."""
+        device = torch.device(device)
+        key = (device.type, device.index, dtype)
+        kernel = self._loss_kernels.get(key)
+        if kernel is None:
+            kernel = resolve_mlm_loss(self.config.mlm_loss, device, dtype)
+            if self.config.mlm_loss != "auto":  # resolve_mlm_loss logs the auto choice itself
+                log.info("mlm loss: %s on %s %s", kernel.name, device, dtype)
+            self._loss_kernels[key] = kernel
+        return kernel
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None,
@@ -80,12 +109,25 @@ class FlexBertForMaskedLM(nn.Module):
         """
         packed = pack_inputs(input_ids, attention_mask, cu_seqlens, max_seqlen, position_ids)
         h_TD = self.model.encode(packed)
-        labels_T = packed.flatten_like_input(labels) if labels is not None else None
-        if labels_T is not None and self.config.sparse_prediction:
+        if labels is None:
+            return MaskedLMOutput(loss=None, logits=repad(self.decoder(self.head(h_TD)), packed))
+        labels_T = packed.flatten_like_input(labels)
+        sparse = self.config.sparse_prediction
+        if sparse:
             keep_T = labels_T != IGNORE_INDEX
-            labels_M = labels_T[keep_T]
-            logits_MV = self.decoder(self.head(h_TD[keep_T]))
-            return MaskedLMOutput(loss=masked_lm_loss(logits_MV, labels_M), logits=logits_MV, labels=labels_M)
-        logits_TV = self.decoder(self.head(h_TD))
-        loss = masked_lm_loss(logits_TV, labels_T) if labels_T is not None else None
-        return MaskedLMOutput(loss=loss, logits=repad(logits_TV, packed), labels=labels)
+            labels_R, h_RD = labels_T[keep_T], h_TD[keep_T]
+        else:
+            labels_R, h_RD = labels_T, h_TD
+        head_RD = self.head(h_RD)
+        # Without gradients the logits are what callers want (eval metrics): the dense kernel makes them.
+        kernel = (self.mlm_loss_kernel(head_RD.device, compute_dtype(head_RD)) if torch.is_grad_enabled()
+                  else DenseMLMLoss())
+        result = kernel(head_RD, self.decoder, labels_R)
+        logits = result.logits
+        if logits is None:
+            head_detached = head_RD.detach()
+            logits = lazy(lambda: self.decoder(head_detached))
+        if not sparse:
+            logits = repad(logits, packed) if not callable(logits) else lazy(lambda f=logits: repad(f(), packed))
+        return MaskedLMOutput(loss=result.loss, logits=logits, labels=labels_R if sparse else labels,
+                              token_loss=result.loss_M, predictions=result.predictions_M)

@@ -52,7 +52,11 @@ class MaskedAccuracy(Metric):
         self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct += (logits.argmax(-1) == labels).sum().float()
+        self.update_rows(logits.argmax(-1), None, labels)
+
+    def update_rows(self, predictions: torch.Tensor, token_loss: torch.Tensor | None, labels: torch.Tensor) -> None:
+        """From per-row argmax predictions (the chunked MLM loss returns them without logits)."""
+        self.correct += (predictions == labels).sum().float()
         self.total += labels.numel()
 
     def compute(self) -> torch.Tensor:
@@ -72,6 +76,11 @@ class MaskedLoss(Metric):
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if labels.numel():
             self.sum_loss += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+        self.total += labels.numel()
+
+    def update_rows(self, predictions: torch.Tensor, token_loss: torch.Tensor, labels: torch.Tensor) -> None:
+        """From per-row fp32 losses (the chunked MLM loss returns them without logits)."""
+        self.sum_loss += token_loss.sum().double()
         self.total += labels.numel()
 
     def compute(self) -> torch.Tensor:
@@ -120,8 +129,21 @@ class FlexBertComposerModel(ComposerModel):
         return self.train_metrics if is_train else self.eval_metrics
 
     def update_metric(self, batch: Any, outputs: Any, metric: Metric) -> None:
+        rows = _scored_rows(outputs)
+        if rows is not None and hasattr(metric, "update_rows"):
+            metric.update_rows(*rows)  # no logits made: the chunked loss never materialised them
+            return
         logits, labels = _masked_logits_labels(outputs, batch)
         metric.update(logits.detach(), labels)
+
+
+def _scored_rows(outputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(predictions, token losses, labels) of the labelled rows when the loss kernel returned them, else None."""
+    preds, token_loss, labels = (getattr(outputs, k, None) for k in ("predictions", "token_loss", "labels"))
+    if preds is None or token_loss is None or labels is None or labels.shape != preds.shape:
+        return None
+    keep = labels != IGNORE
+    return preds[keep], token_loss[keep], labels[keep]
 
 
 def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec:

@@ -67,6 +67,35 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+class _RopeFp32(torch.autograd.Function):
+    """x * cos + swap_halves(x) * ssin for fp32 x in two passes, with a two-pass backward.
+
+    Forward: one multiply into the output, then one multiply-add per half (`addcmul_`; on CPU it
+    fuses the multiply and the add, so results may differ from `_rope_plain` by one rounding:
+    at most 1 ulp of fp32, and closer to the exact rotation).
+    Backward (swap_halves is its own transpose): grad_x = g * cos + swap_halves(g * ssin),
+    i.e. gx1 = g1 * c1 + g2 * s2 and gx2 = g2 * c2 + g1 * s1.
+    """
+
+    @staticmethod
+    def forward(ctx, x, cos_b, ssin_b):
+        half = x.shape[-1] // 2
+        out = torch.mul(x, cos_b)
+        out[..., :half].addcmul_(x[..., half:], ssin_b[..., :half])
+        out[..., half:].addcmul_(x[..., :half], ssin_b[..., half:])
+        ctx.save_for_backward(cos_b, ssin_b)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        cos_b, ssin_b = ctx.saved_tensors
+        half = g.shape[-1] // 2
+        gx = torch.mul(g, cos_b)
+        gx[..., :half].addcmul_(g[..., half:], ssin_b[..., half:])
+        gx[..., half:].addcmul_(g[..., :half], ssin_b[..., :half])
+        return gx, None, None
+
+
 def apply_rope(x_TH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor,
                signed_sin: bool = False) -> torch.Tensor:
     """Rotate queries and/or keys; computed in fp32, returned in x's dtype.
@@ -76,15 +105,24 @@ def apply_rope(x_TH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor,
             (a strided view of the fused qkv projection is fine; no copy is made of it).
         cos_TH, sin_TH: (T, H) fp32 from rope_cos_sin, or (cos_TH, ssin_TH) from
             rope_cos_signed_sin with signed_sin=True (same result, one pass less).
+    fp32 on CPU (eager) takes a fused two-pass path (`_RopeFp32`, same numbers); elsewhere
+    (bf16, CUDA, torch.compile, which fuses on its own) the plain expression below runs.
     """
-    x = x_TH.float()
-    bshape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    bshape = (x_TH.shape[0],) + (1,) * (x_TH.dim() - 2) + (x_TH.shape[-1],)
     if not signed_sin:
-        half = x.shape[-1] // 2
+        half = x_TH.shape[-1] // 2
         sin_TH = torch.cat((-sin_TH[:, :half], sin_TH[:, half:]), dim=-1)
+    if x_TH.dtype == torch.float32 and x_TH.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _RopeFp32.apply(x_TH, cos_TH.view(bshape), sin_TH.view(bshape))
+    return _rope_plain(x_TH, cos_TH.view(bshape), sin_TH.view(bshape))
+
+
+def _rope_plain(x_TH: torch.Tensor, cos_b: torch.Tensor, ssin_b: torch.Tensor) -> torch.Tensor:
+    """x * cos + swap_halves(x) * ssin in fp32 by plain tensor ops (autograd, any device and dtype)."""
+    x = x_TH.float()
     x1, x2 = x.chunk(2, dim=-1)
     rot = torch.cat((x2, x1), dim=-1)
-    rot.mul_(sin_TH.view(bshape))
-    out = x * cos_TH.view(bshape)
+    rot.mul_(ssin_b)
+    out = x * cos_b
     out.add_(rot)
     return out.to(x_TH.dtype)
