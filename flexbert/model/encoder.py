@@ -53,15 +53,11 @@ class FlexBertModel(nn.Module):
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = resolve_kernel(self.config.attn_backend, device, dtype,
-                                    needs_dropout=self.config.attention_dropout > 0.0)
+                                    needs_dropout=self.config.attention_dropout > 0.0, head_dim=self.config.head_dim)
             if self.config.attn_backend != "auto":  # resolve_kernel logs the auto choice itself
                 log.info("attention kernel: %s on %s %s", kernel.name, device, dtype)
             self._kernels[key] = kernel
         return kernel
-
-    def reset_attention_kernels(self) -> None:
-        """Forget resolved kernels (e.g. after installing flash-attn); the next forward resolves again."""
-        self._kernels.clear()
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         if torch.is_autocast_enabled(device.type):

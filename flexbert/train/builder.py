@@ -106,27 +106,33 @@ def _check_save_folder(folder: str) -> None:
 _COMPUTE_DTYPES = {"fp32": torch.float32, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
 
 
-def check_attention_kernel(cfg: Any, mcfg: Any, device: str) -> None:
-    """A kernel named in model.attn_backend must be able to *train* (forward and backward) on `device`.
+def check_attention_kernel(cfg: Any, mcfg: Any, device: str) -> str:
+    """Resolve model.attn_backend for this run before any data is read; log it in one line.
 
-    The model resolves its kernel on the first forward, for running it; training also
-    needs its backward (FlexAttention has none on CPU in recent torch), so check before
-    anything is built. `auto` is not checked: its candidates all train on their device.
+    The request is the run's: device, compute dtype (precision), head dim, attention dropout,
+    and gradients (training needs the kernel's backward; FlexAttention has none on CPU in recent
+    torch). A named kernel that cannot serve it, or `auto` with no kernel that can, is a config
+    error with each kernel's reason, instead of a traceback at the first forward inside fit().
 
     Args:
         cfg: the run config (precision gives the compute dtype).
         mcfg: the model config.
         device: "cpu" or "gpu", as the Trainer gets it.
+    Returns:
+        the name of the kernel the model will use.
     Raises:
         ConfigError: naming the kernel and its reason.
     """
-    if mcfg.attn_backend == "auto":
-        return
     from flexbert.model.attention.kernels import resolve_kernel
 
-    resolve_kernel(mcfg.attn_backend, torch.device("cuda" if device == "gpu" else "cpu"),
-                   _COMPUTE_DTYPES[cfg.precision], needs_dropout=mcfg.attention_dropout > 0.0,
-                   needs_backward=True)
+    torch_device, dtype = torch.device("cuda" if device == "gpu" else "cpu"), _COMPUTE_DTYPES[cfg.precision]
+    kernel = resolve_kernel(mcfg.attn_backend, torch_device, dtype, needs_dropout=mcfg.attention_dropout > 0.0,
+                            needs_backward=True, head_dim=mcfg.head_dim)
+    spans = sorted({"global" if spec.window is None else f"window {spec.window}" for spec in mcfg.layer_types()})
+    log.info("attention: %s (model.attn_backend %s) on %s %s, head dim %d, %s layers, dropout %g",
+             kernel.name, mcfg.attn_backend, torch_device.type, str(dtype).replace("torch.", ""), mcfg.head_dim,
+             " + ".join(spans), mcfg.attention_dropout)
+    return kernel.name
 
 
 def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, int]:

@@ -123,8 +123,8 @@ def _fmt_int(x: float) -> str:
     return f"{x:.0f}"
 
 
-def _kernel_problem(cfg: Any, mcfg: Any) -> str | None:
-    """Why the named attention kernel could not train on the device this machine would use, or None."""
+def _kernel_on_this_machine(cfg: Any, mcfg: Any) -> tuple[str | None, str | None]:
+    """(the attention kernel training would use on the device this machine would use, why none can), or (None, None)."""
     import torch
 
     from flexbert.config.strict import ConfigError
@@ -132,12 +132,11 @@ def _kernel_problem(cfg: Any, mcfg: Any) -> str | None:
 
     device = cfg.device if cfg.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     if device == "gpu" and not torch.cuda.is_available():
-        return None  # a GPU run checked on a machine without one: nothing to say about its kernel here
+        return None, None  # a GPU run checked on a machine without one: nothing to say about its kernel here
     try:
-        check_attention_kernel(cfg, mcfg, device)
+        return check_attention_kernel(cfg, mcfg, device), None
     except ConfigError as e:
-        return str(e)
-    return None
+        return None, str(e)
 
 
 def dry_run_report(loaded: LoadedRun) -> str:
@@ -153,7 +152,9 @@ def dry_run_report(loaded: LoadedRun) -> str:
         f"head {counts['head']:,})"
     )
     lines.append(f"training FLOPs per token at seq_len {cfg.data.max_seq_len}: {fpt:.4g}")
-    problem = _kernel_problem(cfg, mcfg)
+    kernel, problem = _kernel_on_this_machine(cfg, mcfg)
+    if kernel:
+        lines.append(f"attention kernel on this machine: {kernel} (model.attn_backend {mcfg.attn_backend})")
     if problem:
         lines.append(f"warning: training on this machine would stop with: config error: {problem}")
     rows = schedule_table(loaded)

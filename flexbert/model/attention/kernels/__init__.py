@@ -40,10 +40,10 @@ for _optional in ("flex", "flash", "torch_flash"):  # written separately; absent
 AUTO_ORDER = {"cuda": ("flash_attn", "torch_flash", "flex", "sdpa"), "cpu": ("sdpa",)}
 
 
-def _why_not(kernel: AttentionKernel, device: torch.device, dtype: torch.dtype, needs_dropout: bool,
-             needs_backward: bool, named: bool) -> tuple[str, str] | None:
+def _why_not(kernel: AttentionKernel, device: torch.device, dtype: torch.dtype, head_dim: int | None,
+             needs_dropout: bool, needs_backward: bool, named: bool) -> tuple[str, str] | None:
     """(what cannot be done: "run" or "train", why) when `kernel` does not fit the request, else None."""
-    why = kernel.unavailable_reason(device, dtype)
+    why = kernel.unavailable_reason(device, dtype, head_dim)
     if why is not None:
         return "run", why
     if needs_dropout and not kernel.supports_dropout:
@@ -57,7 +57,8 @@ def _why_not(kernel: AttentionKernel, device: torch.device, dtype: torch.dtype, 
 
 
 def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dropout: bool = False,
-                   where: str = "model.attn_backend", needs_backward: bool = False) -> AttentionKernel:
+                   where: str = "model.attn_backend", needs_backward: bool = False,
+                   head_dim: int | None = None) -> AttentionKernel:
     """Return the kernel called `name` (or the best one for `auto`), checked for `device`/`dtype`.
 
     Args:
@@ -66,6 +67,7 @@ def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dr
         needs_dropout: attention dropout > 0 will be used.
         where: the config key naming the kernel (for messages).
         needs_backward: gradients are needed (training); a forward-only kernel is refused.
+        head_dim: the model's head dim (a kernel's limits on it are in its unavailable_reason).
     Raises:
         ConfigError: with the kernel's own reason, when it cannot serve the request.
     """
@@ -77,7 +79,7 @@ def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dr
                 reasons.append(f"{candidate}: not built")
                 continue
             kernel = KERNELS.get(candidate)()
-            refusal = _why_not(kernel, device, dtype, needs_dropout, needs_backward, named=False)
+            refusal = _why_not(kernel, device, dtype, head_dim, needs_dropout, needs_backward, named=False)
             if refusal is None:
                 skipped = f" ({'; '.join(reasons)})" if reasons else ""
                 log.info("attention kernel: %s%s", candidate, skipped)
@@ -88,7 +90,7 @@ def resolve_kernel(name: str, device: torch.device, dtype: torch.dtype, needs_dr
     if name not in KERNELS:
         KERNELS.get(name, where)  # raises with the choices and the closest name
     kernel = KERNELS.get(name, where)()
-    refusal = _why_not(kernel, device, dtype, needs_dropout, needs_backward, named=True)
+    refusal = _why_not(kernel, device, dtype, head_dim, needs_dropout, needs_backward, named=True)
     if refusal is not None:
         what, why = refusal
         raise ConfigError(f"attention kernel '{name}' at {where} cannot {what} on {device} {dtype}: {why}")

@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["PackedSeqInfo", "AttentionKernel", "flash_hardware_reason"]
+__all__ = ["PackedSeqInfo", "AttentionKernel", "flash_hardware_reason", "flash_head_dim_reason", "FLASH_MAX_HEAD_DIM"]
+
+#: The largest head dim FlashAttention-2 kernels (flash-attn's and torch's) are built for.
+FLASH_MAX_HEAD_DIM = 256
 
 
 @dataclasses.dataclass
@@ -54,8 +57,13 @@ class AttentionKernel:
     name: ClassVar[str]
     supports_dropout: ClassVar[bool] = True
 
-    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        """Why this kernel cannot run on `device` / `dtype`, or None when it can."""
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str | None:
+        """Why this kernel cannot run on `device` / `dtype` with heads of `head_dim`, or None when it can.
+
+        Every limit of a kernel (device, dtype, head dim) lives here, so that the model resolves a
+        kernel that can run at build time and preflight refuses one that cannot, before any data.
+        `head_dim` None: the limits that do not depend on it.
+        """
         return None
 
     def backward_unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -80,6 +88,13 @@ class AttentionKernel:
     ) -> torch.Tensor:
         """Return the attention output, shape (T, N, H), same dtype as q."""
         raise NotImplementedError
+
+
+def flash_head_dim_reason(head_dim: int | None) -> str | None:
+    """Why FlashAttention-2 kernels cannot take heads of `head_dim` (> 256), or None."""
+    if head_dim is not None and head_dim > FLASH_MAX_HEAD_DIM:
+        return f"head dim {head_dim} is above FlashAttention's {FLASH_MAX_HEAD_DIM}"
+    return None
 
 
 def flash_hardware_reason(device: torch.device, dtype: torch.dtype) -> str | None:

@@ -15,7 +15,7 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 from flexbert.model.attention.kernels import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason, flash_head_dim_reason
 
 __all__ = ["FlashAttnKernel"]
 
@@ -46,15 +46,15 @@ class FlashAttnKernel(AttentionKernel):
     name = "flash_attn"
     supports_dropout = True
 
-    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        """Why the flash-attn package cannot run on `device` / `dtype`, or None."""
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str | None:
+        """Why the flash-attn package cannot run on `device` / `dtype` / `head_dim`, or None."""
         device = torch.device(device)
         if not _flash_attn_installed():
             return "flash-attn not installed"
         version = _flash_attn_version()
         if version is not None and version < _MIN_VERSION:
             return f"flash-attn {version} too old: needs >= {_MIN_VERSION} for sliding windows"
-        return flash_hardware_reason(device, dtype)
+        return flash_head_dim_reason(head_dim) or flash_hardware_reason(device, dtype)
 
     def __call__(self, q_TNH, k_TNH, v_TNH, seqs: PackedSeqInfo, window: int | None,
                  dropout_p: float, scale: float) -> torch.Tensor:

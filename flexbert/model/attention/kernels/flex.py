@@ -187,7 +187,7 @@ class FlexKernel(AttentionKernel):
     name = "flex"
     supports_dropout = False
 
-    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str | None:
         """Why FlexAttention cannot run on `device` / `dtype`, or None."""
         device = torch.device(device)
         if not _flex_available():

@@ -20,11 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from flexbert.model.attention.kernels import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason, flash_head_dim_reason
 
 __all__ = ["TorchFlashKernel"]
-
-_MAX_HEAD_DIM = 256  # largest head dim FlashAttention-2 kernels are built for
 
 
 def _public_varlen() -> Callable | None:
@@ -92,12 +90,12 @@ class TorchFlashKernel(AttentionKernel):
     name = "torch_flash"
     supports_dropout = True
 
-    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        """Why torch's flash varlen kernels cannot run on `device` / `dtype`, or None."""
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype, head_dim: int | None = None) -> str | None:
+        """Why torch's flash varlen kernels cannot run on `device` / `dtype` / `head_dim`, or None."""
         device = torch.device(device)
         if not _has_aten_varlen():
             return "torch too old: needs aten::_flash_attention_forward with windows (torch >= 2.3)"
-        why = flash_hardware_reason(device, dtype)
+        why = flash_head_dim_reason(head_dim) or flash_hardware_reason(device, dtype)
         if why is None and not torch.backends.cuda.is_flash_attention_available():
             why = "this torch build has no FlashAttention kernels"
         return why
@@ -115,9 +113,7 @@ class TorchFlashKernel(AttentionKernel):
         Returns:
             (T, N, H) in the dtype of q.
         """
-        head_dim = q_TNH.shape[-1]
-        if head_dim > _MAX_HEAD_DIM:
-            raise ValueError(f"torch_flash supports head dims up to {_MAX_HEAD_DIM}, got {head_dim}")
+        head_dim = q_TNH.shape[-1]  # <= 256: checked in unavailable_reason when the model resolved the kernel
         # The kernels need H % 8 == 0. Zero columns change no q.k product and give zero
         # output columns, which are cut off again (autograd sees the pad and the slice).
         pad = -head_dim % 8
