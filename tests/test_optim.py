@@ -9,7 +9,7 @@ from flexbert.train.optim import build_optimizer, describe_param_groups, param_g
 
 
 class MyRMSNorm(nn.Module):
-    """A custom norm, recognised by its class name."""
+    """A custom norm: recognised as a norm because the norm registry builds it, not by its name."""
 
     def __init__(self, d):
         super().__init__()
@@ -19,6 +19,21 @@ class MyRMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
 
 
+@pytest.fixture(autouse=True)
+def my_rmsnorm_registered(monkeypatch):
+    from flexbert.model.registries import NORMS
+
+    monkeypatch.setitem(NORMS._items, "my_rmsnorm", lambda config: MyRMSNorm(config.hidden_size))
+
+
+def built_norm(d):
+    from types import SimpleNamespace
+
+    from flexbert.model.norms import build_norm
+
+    return build_norm(SimpleNamespace(norm="my_rmsnorm", hidden_size=d))
+
+
 class Tiny(nn.Module):
     def __init__(self, vocab=11, d=4):
         super().__init__()
@@ -26,7 +41,7 @@ class Tiny(nn.Module):
         self.norm = nn.LayerNorm(d)  # weight + bias
         self.Wqkv = nn.Linear(d, 3 * d, bias=False)
         self.Wo = nn.Linear(d, d, bias=True)
-        self.final_norm = MyRMSNorm(d)
+        self.final_norm = built_norm(d)
         self.decoder = nn.Linear(d, vocab, bias=True)
         self.decoder.weight = self.tok_embeddings.weight  # tied
         self.frozen = nn.Parameter(torch.zeros(3), requires_grad=False)
@@ -47,6 +62,13 @@ def test_no_decay_groups_hold_exactly_norms_biases_embeddings():
     # the tied decoder weight is the embedding tensor: listed once, frozen params never
     all_params = [p for g in param_groups(model, OptimizerConfig()) for p in g["params"]]
     assert len(all_params) == len({id(p) for p in all_params}) == 8
+
+
+def test_a_norm_class_not_built_by_the_norm_registry_is_not_guessed_from_its_name():
+    model = Tiny()
+    model.final_norm = MyRMSNorm(4)  # same class, built directly: not a registered norm
+    got = names(param_groups(model, OptimizerConfig()), model)
+    assert "final_norm.weight" in got["decay"]
 
 
 def test_embeddings_decay_when_not_exempt():

@@ -8,8 +8,9 @@ from composer.devices import DeviceCPU
 
 from flexbert.config.optim import SchedulerConfig, parse_time
 from flexbert.config.strict import ConfigError, decode
-from flexbert.train.schedulers import (ConstantWithWarmupScheduler, CosineWithWarmupScheduler, OneMinusSqrtScheduler,
-                                       WarmupStableDecayScheduler, build_scheduler, lr_multiplier_at)
+from flexbert.train.schedulers import (SCHEDULES, Clock, ConfigScheduler, ConstantWithWarmupScheduler,
+                                       CosineWithWarmupScheduler, OneMinusSqrtScheduler, WarmupStableDecayScheduler,
+                                       build_scheduler, check_schedule_config, lr_multiplier_at, schedule_class)
 
 
 def wsd(unit, shape="linear", **kw):
@@ -54,14 +55,14 @@ def test_alpha_i_starts_warmup_above_zero():
 
 def test_default_wsd_is_modernbert_pretraining_no_decay():
     cfg = SchedulerConfig()  # 3B-token warmup, no decay
-    assert cfg.t_decay == "0tok"
+    assert cfg.t_decay is None and schedule_class(cfg).t_decay(cfg) == (0.0, "tok")
     assert lr_multiplier_at(cfg, "1500000000tok", "1719000000000tok") == pytest.approx(0.5)
     assert lr_multiplier_at(cfg, "1719000000000tok", "1719000000000tok") == 1.0
 
 
 def test_one_minus_sqrt_defaults_to_decay_over_whole_run():
     cfg = SchedulerConfig("one_minus_sqrt", t_warmup="0tok", alpha_f=0.001)
-    assert cfg.t_decay == "1dur"
+    assert schedule_class(cfg).t_decay(cfg) == (1.0, "dur")
     assert lr_multiplier_at(cfg, "0ba", "400ba") == 1.0
     assert lr_multiplier_at(cfg, "100ba", "400ba") == pytest.approx(0.001 + 0.999 * 0.5)
     assert lr_multiplier_at(cfg, "400ba", "400ba") == pytest.approx(0.001)
@@ -92,10 +93,13 @@ def test_config_validation_messages():
         decode(SchedulerConfig, {"t_warmup": "3Btok"})
     with pytest.raises(ConfigError, match=r"unit 'ep'.*epochs"):
         decode(SchedulerConfig, {"t_decay": "1ep"})
+    # what a schedule requires of the keys is checked by the schedule (preflight, dry-run, build_scheduler)
     with pytest.raises(ConfigError, match="contradicts name: one_minus_sqrt"):
-        decode(SchedulerConfig, {"name": "one_minus_sqrt", "decay_shape": "linear"})
+        check_schedule_config(decode(SchedulerConfig, {"name": "one_minus_sqrt", "decay_shape": "linear"}))
     with pytest.raises(ConfigError, match="not used by 'cosine'"):
-        decode(SchedulerConfig, {"name": "cosine", "t_decay": "0.1dur"})
+        build_scheduler(decode(SchedulerConfig, {"name": "cosine", "t_decay": "0.1dur"}))
+    with pytest.raises(ConfigError, match=r"unknown LR schedule 'cosin' at scheduler.name.*did you mean 'cosine'"):
+        check_schedule_config(decode(SchedulerConfig, {"name": "cosin"}))
     with pytest.raises(ConfigError, match="exceed the whole run"):
         decode(SchedulerConfig, {"t_warmup": "0.6dur", "t_decay": "0.5dur"})
     with pytest.raises(ConfigError, match="alpha_f"):
@@ -175,3 +179,35 @@ def test_in_composer_trainer_lr_follows_tokens():
     assert tokens == [0, 6, 18, 36, 60]
     expected = [0.0] + [0.5 * lr_multiplier_at(cfg, f"{t}tok", "84tok") for t in tokens[:-1]]
     assert [lr for _, lr in rec.rows] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_every_registered_schedule_is_a_composer_scheduler_in_the_unit_interval(name):
+    """The contract of a schedule, for every registered one: built by name, a multiplier in [0, 1]."""
+    cfg = SchedulerConfig(name, t_warmup="10ba", t_decay="0.5dur", alpha_i=0.1, alpha_f=0.05)
+    try:
+        check_schedule_config(cfg)
+    except ConfigError:  # a schedule without a decay phase refuses t_decay
+        cfg = SchedulerConfig(name, t_warmup="10ba", alpha_i=0.1, alpha_f=0.05)
+    scheduler = build_scheduler(cfg)
+    assert isinstance(scheduler, ConfigScheduler) and type(scheduler) is SCHEDULES.get(name)
+    values = [lr_multiplier_at(cfg, f"{t}ba", "100ba") for t in range(0, 101, 5)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert values[0] == pytest.approx(0.1)  # alpha_i at step 0: every shipped schedule warms up
+    assert scheduler(make_state("100ba", batch=50)) == pytest.approx(lr_multiplier_at(cfg, "50ba", "100ba"))
+
+
+def test_a_new_schedule_is_one_registered_class(monkeypatch):
+    """A schedule added in one place (here, in this test) is found by name in the config, preflight and Composer."""
+
+    class StepDown(ConfigScheduler):
+        name = "step_down"
+
+        @classmethod
+        def multiplier(cls, cfg, clock: Clock) -> float:
+            return 1.0 if clock.now(clock.max_unit, "t_warmup") < clock.max_value / 2 else 0.1
+
+    monkeypatch.setitem(SCHEDULES._items, "step_down", StepDown)
+    cfg = decode(SchedulerConfig, {"name": "step_down"})
+    assert lr_multiplier_at(cfg, "10ba", "100ba") == 1.0 and lr_multiplier_at(cfg, "60ba", "100ba") == 0.1
+    assert build_scheduler(cfg)(make_state("100ba", batch=70)) == 0.1

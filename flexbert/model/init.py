@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from flexbert.config.model import FlexBertConfig
+from flexbert.model.norms import is_norm
 from flexbert.model.registries import INITS
 
 __all__ = ["init_weights", "role_stds", "truncated_normal_"]
@@ -61,11 +62,9 @@ def _post_order(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def _reset_norm(module: nn.Module) -> bool:
-    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-        if module.weight is not None:
-            nn.init.ones_(module.weight)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
+    """A norm initialises itself (`reset_parameters`: weight 1, bias 0 for torch's norms)."""
+    if is_norm(module):
+        module.reset_parameters()
         return True
     return False
 
@@ -107,5 +106,11 @@ def _normal_init(model: nn.Module, config: FlexBertConfig) -> None:
 
 
 def init_weights(model: nn.Module, config: FlexBertConfig) -> None:
-    """Initialise every weight of `model` (in place) with the scheme named by config.init."""
-    INITS.get(config.init, "model.init")(model, config)
+    """Initialise every weight of `model` (in place) with the scheme named by config.init.
+
+    A model built on the meta device (to count parameters and FLOPs) has no values to set: skipped.
+    """
+    scheme = INITS.get(config.init, "model.init")
+    if any(p.is_meta for p in model.parameters()):
+        return
+    scheme(model, config)

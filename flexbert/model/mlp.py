@@ -25,6 +25,9 @@ class GLU(nn.Module):
     """Gated linear unit feed-forward with a fused input projection."""
 
     init_roles: ClassVar[dict[str, str]] = {"Wi": "in", "Wo": "out"}
+    # Wi's rows are [input half; gate half]: tiling grows each half on its own.
+    tile_axes: ClassVar[dict[str, tuple[str | int, ...]]] = {"Wi.weight": (2, "intermediate", "hidden"),
+                                                             "Wi.bias": (2, "intermediate")}
 
     def __init__(self, config: FlexBertConfig):
         super().__init__()

@@ -1,76 +1,68 @@
-"""Training FLOPs per token and peak FLOP/s, for MFU.
+"""Training FLOPs per token and peak FLOP/s, for MFU; parameter counts.
+
+Both come from the model itself, built on the meta device (shapes only, no memory, no init), so a
+new block is counted by being built; nothing here knows which blocks exist.
 
 MFU = tokens/s x FLOPs/token / peak FLOP/s, counting real (non-pad) tokens. FLOPs per token of a
 training step (forward + backward = 3 x forward, 2 FLOPs per multiply-add):
 
-    6 x N_encoder                                   every token goes through every layer
-  + sum over layers of 12 x d x context             attention scores (Q K^T) and mixing (P V):
-                                                    2 matmuls x 2 FLOPs x d x context, x3 fwd+bwd;
-                                                    context = seq_len for global layers and
-                                                    min(seq_len, local_attention + 1) for local ones
-  + 6 x N_head x mlm_probability                    the head (dense d x d, norm, decoder d x V +
+    6 x N_encoder                                   every parameter of the transformer layers and
+                                                    the final norm is one multiply-add per token
+  + 3 x sum over blocks of `extra_forward_flops`    work a block does that is not a multiply by a
+                                                    parameter, declared by the block itself: the
+                                                    attention scores (Q K^T) and mixing (P V),
+                                                    4 x d x context forward, context = seq_len for
+                                                    global layers, min(seq_len, 2 x window + 1)
+                                                    for local ones
+  + 6 x N_head x mlm_probability                    the head (dense, norm, decoder weight and
                                                     bias) runs only on masked tokens with
                                                     sparse_prediction (on all tokens without it)
 
-N_encoder are the parameters of the transformer layers and the final norm; the embedding table
-is a lookup (no FLOPs) and is left out, as is the embedding norm. A tied decoder is counted in
-the head because there it is a matmul. Attention uses `seq_len` as every token's context: with
-packed documents shorter than seq_len (document masking) the real attention work is smaller, so
-this is the usual upper bound, and it matches how MFU is reported for padded training.
+N_encoder leaves out the embedding table (a lookup) and the embedding norm. A tied decoder is
+counted in the head because there it is a matmul. Attention uses `seq_len` as every token's
+context: with packed documents shorter than seq_len (document masking) the real attention work is
+smaller, so this is the usual upper bound, and it matches how MFU is reported for padded training.
+
+A block declares its extra work with a method ``extra_forward_flops(seq_len) -> float`` (forward
+FLOPs per token); blocks without one do only parameter multiplies.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from flexbert.model.build import meta_model
+
 __all__ = ["count_params", "flops_per_token", "peak_flops", "PEAK_FLOPS", "precision_key"]
 
-# ModernBERT's defaults for the optional bias/flag fields, used when the config lacks them.
-_FLAG_DEFAULTS = {"norm_bias": False, "attention_bias": False, "mlp_bias": False, "classifier_bias": False,
-                  "decoder_bias": True}
 
-
-def _flag(cfg: Any, name: str) -> bool:
-    return bool(getattr(cfg, name, _FLAG_DEFAULTS[name]))
-
-
-def _is_global(cfg: Any, i: int) -> bool:
-    every = cfg.global_attn_every_n_layers
-    return every is None or every <= 1 or i % every == 0
+def _numel(params) -> int:
+    return sum(p.numel() for p in params)
 
 
 def count_params(cfg: Any) -> dict[str, int]:
-    """Parameter counts of a FlexBertConfig, from its sizes alone (no model built).
+    """Parameter counts of a FlexBertConfig, from the model built on the meta device.
 
     Returns a dict with ``embeddings`` (token table + embedding norm), ``encoder`` (layers + final
     norm), ``head`` (dense + head norm + decoder bias, plus the decoder weight when untied) and
-    ``total``. Layer 0 has no attention norm (identity), as in ModernBERT.
+    ``total``. A decoder tied to the embeddings is one tensor, counted once (in ``embeddings``).
     """
-    d, V, I = cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size
-    norm = d * (2 if _flag(cfg, "norm_bias") else 1)
-    attn = d * 3 * d + d * d + (4 * d if _flag(cfg, "attention_bias") else 0)
-    wi_out = 2 * I if cfg.mlp == "glu" else I
-    mlp = d * wi_out + I * d + ((wi_out + d) if _flag(cfg, "mlp_bias") else 0)
-    layers = cfg.num_hidden_layers * (attn + mlp + norm) + (cfg.num_hidden_layers - 1) * norm
-    encoder = layers + norm  # + final norm
-    embeddings = V * d + norm
-    head = d * d + (d if _flag(cfg, "classifier_bias") else 0) + norm
-    head += V if _flag(cfg, "decoder_bias") else 0
-    if not getattr(cfg, "tie_word_embeddings", True):
-        head += V * d
+    model = meta_model(cfg)
+    seen = {id(p) for p in model.model.embeddings.parameters()}
+    embeddings = _numel(model.model.embeddings.parameters())
+    encoder = _numel(p for name, p in model.model.named_parameters() if not name.startswith("embeddings."))
+    head = _numel(p for name, p in model.named_parameters() if not name.startswith("model.") and id(p) not in seen)
     return {"embeddings": embeddings, "encoder": encoder, "head": head, "total": embeddings + encoder + head}
 
 
-def _attention_context(cfg: Any, i: int, seq_len: int) -> int:
-    if _is_global(cfg, i):
-        return seq_len
-    return min(seq_len, cfg.local_attention + 1)  # local_attention is the total width: w/2 each side + self
+def _extra_forward_flops(module: Any, seq_len: int) -> float:
+    return sum(m.extra_forward_flops(seq_len) for m in module.modules() if hasattr(m, "extra_forward_flops"))
 
 
 def flops_per_token(cfg: Any, seq_len: int, mlm_probability: float) -> float:
     """Training FLOPs (forward + backward) per real token; the formula is in the module docstring.
 
     Args:
-        cfg: a FlexBertConfig (sizes, mlp, global_attn_every_n_layers, local_attention, ...).
+        cfg: a FlexBertConfig.
         seq_len: the phase's max sequence length (1024 in pretraining, 8192 in context extension).
         mlm_probability: the masking rate: the fraction of tokens the head runs on with
             ``sparse_prediction`` (without it the head runs on every token and this is ignored).
@@ -79,12 +71,13 @@ def flops_per_token(cfg: Any, seq_len: int, mlm_probability: float) -> float:
         raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
     if not getattr(cfg, "sparse_prediction", True):
         mlm_probability = 1.0  # a dense head runs on every token
+    model = meta_model(cfg)
     counts = count_params(cfg)
-    d = cfg.hidden_size
     # The decoder is a matmul whether or not its weight is shared with the embeddings.
-    head = counts["head"] + (d * cfg.vocab_size if getattr(cfg, "tie_word_embeddings", True) else 0)
-    attention = sum(12 * d * _attention_context(cfg, i, seq_len) for i in range(cfg.num_hidden_layers))
-    return 6.0 * counts["encoder"] + attention + 6.0 * head * mlm_probability
+    head = _numel(p for name, p in model.named_parameters(remove_duplicate=False) if not name.startswith("model."))
+    encoder = 2.0 * counts["encoder"] + _extra_forward_flops(model.model, seq_len)
+    head_flops = 2.0 * head + _extra_forward_flops(model.head, seq_len)
+    return 3.0 * (encoder + head_flops * mlm_probability)
 
 
 # Dense (no sparsity) peak FLOP/s from vendor data sheets, per precision; None where the GPU has

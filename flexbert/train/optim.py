@@ -11,8 +11,8 @@ weight decay 1e-5" is a per-step fraction at peak LR, not multiplied by the LR v
 With ``decoupled_weight_decay: false`` both use the AdamW form ``1 - lr_t * weight_decay``.
 
 Groups: a parameter is exempt from decay when one of its roles is in ``no_decay_for``. Roles
-come from the module that owns the parameter, not from name patterns alone: ``norm`` (a norm
-layer's parameters), ``bias`` (parameters named ``bias``), ``embeddings`` (``nn.Embedding``
+come from the module that owns the parameter, not from name patterns alone: ``norm`` (a module
+built by the norm registry, `flexbert.model.norms.is_norm`, or one of torch's norm layers), ``bias`` (parameters named ``bias``), ``embeddings`` (``nn.Embedding``
 tables). A decoder weight tied to the embeddings is the same tensor: it appears once, with the
 ``embeddings`` role.
 """
@@ -24,19 +24,9 @@ import torch
 from torch import nn
 
 from flexbert.config.optim import OptimizerConfig
+from flexbert.model.norms import is_norm
 
 __all__ = ["build_optimizer", "param_groups", "param_roles", "describe_param_groups", "ParamInfo"]
-
-_NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm)
-if hasattr(nn, "RMSNorm"):
-    _NORM_TYPES = _NORM_TYPES + (nn.RMSNorm,)
-
-
-def _is_norm(module: nn.Module) -> bool:
-    # Custom norms (e.g. a FlexBERT RMSNorm variant) are recognised by class name, which every
-    # norm in this code base and in torch/transformers ends with.
-    return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("Norm")
-
 
 @dataclasses.dataclass
 class ParamInfo:
@@ -57,7 +47,7 @@ def param_roles(model: nn.Module) -> list[ParamInfo]:
             info = found.get(id(p))
             if info is None:
                 info = found[id(p)] = ParamInfo(f"{mod_name}.{p_name}" if mod_name else p_name, p, set())
-            if _is_norm(module):
+            if is_norm(module):  # built by the norm registry (or one of torch's norms)
                 info.roles.add("norm")
             if p_name.endswith("bias"):
                 info.roles.add("bias")

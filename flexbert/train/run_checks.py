@@ -1,7 +1,7 @@
 """Checks of a run that can be made before step 0, without data or a model: each one fails in
 preflight (and so in `--dry-run`) rather than minutes or days into the run.
 
-* the LR schedule fits the run (`max_duration=4ba` on a config with a 20-batch warmup and a decay);
+* the LR schedule is a registered one, its keys are what it requires, and it fits the run (`max_duration=4ba` on a config with a 20-batch warmup and a decay);
 * every callback named under `callbacks:` exists, including ones turned off with `false`;
 * `export_hf` can be written: the model is exportable, the folder is creatable and it is not (and
   does not contain) an input of the run or the save folder: the export replaces the whole folder;
@@ -34,8 +34,9 @@ def check_schedule(cfg: Any) -> None:
     against batches) cannot be compared before the run and are left to the scheduler. A warmup longer
     than a short smoke run is allowed: the LR then simply stays below its peak.
     """
-    from flexbert.train.schedulers import lr_multiplier_at
+    from flexbert.train.schedulers import check_schedule_config, lr_multiplier_at
 
+    check_schedule_config(cfg.scheduler)  # a registered name, and what that schedule requires
     end, unit = parse_time(cfg.max_duration, "max_duration")
     try:
         lr_multiplier_at(cfg.scheduler, f"{int(end)}{unit}", f"{int(end)}{unit}")

@@ -11,15 +11,17 @@ What this module does, precisely
   exactly, and the borders wrap around (``target[o-1] == source[n-1]``, ``target[o+n] ==
   source[0]``). A tensor is tiled along every dimension at once (the "center block" of a
   matrix is the source matrix). ``N < n`` is refused: tiling only grows.
-* Structured weights are reshaped first so that each logical axis is tiled on its own:
-  - ``attn.Wqkv`` (3*H*d, D) -> (3, H, d, D): q, k and v are tiled separately; heads are
-    tiled as whole heads (H axis) and within a head (d axis), so each large head is a
-    contiguous copy of a small head (when d is unchanged).
-  - ``attn.Wo`` (D, H*d) -> (D, H, d).
-  - ``mlp.Wi`` of a GLU (2*I, D) -> (2, I, D): the input half and the gate half separately.
-  - ``mlp.Wo`` (D, I); ``head.dense`` (D, D); norms and biases (D,) or (I,): plain tiling.
-  - token embeddings / an untied decoder (V, D): only D is tiled; the vocabulary and
-    ``decoder.bias`` must be the same size on both sides.
+* Structured weights are reshaped first so that each logical axis is tiled on its own. The block
+  that owns a weight declares its axes (a ``tile_axes`` class attribute, leaf name -> axes, each
+  a size name or a fixed int); nothing here knows the blocks:
+  - attention ``Wqkv`` (3, heads, head_dim, hidden): q, k and v are tiled separately; heads are
+    tiled as whole heads and within a head, so each large head is a contiguous copy of a small
+    head (when head_dim is unchanged); ``Wo`` (hidden, heads, head_dim).
+  - a GLU's ``Wi`` (2, intermediate, hidden): the input half and the gate half separately.
+  - every other tensor (plain MLP weights, ``head.dense``, norms, biases): plain tiling to the
+    large model's shape (the model built on the meta device).
+  - token embeddings / an untied decoder (V, D): only D grows; the vocabulary and
+    ``decoder.bias`` must be the same size on both sides (checked up front).
 * Depth: large layer ``i`` is copied from small layer ``i % n_small`` (the stack of small
   layers repeated, then cut at ``n_large``). The weights of a layer do not depend on it
   being global or local (window and theta are config, not weights), so the mapping needs
@@ -37,6 +39,8 @@ import re
 from typing import Any, Mapping
 
 import torch
+
+from flexbert.model.build import meta_model
 
 __all__ = ["tile_weights", "center_tile", "source_index"]
 
@@ -62,48 +66,37 @@ def center_tile(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return out.clone()
 
 
-def _get(cfg: Any, key: str) -> Any:
-    return cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
+def _sizes(cfg: Any) -> dict[str, int]:
+    """The size names a block's ``tile_axes`` may use."""
+    return {"hidden": cfg.hidden_size, "intermediate": cfg.intermediate_size, "heads": cfg.num_attention_heads,
+            "head_dim": cfg.head_dim, "vocab": cfg.vocab_size}
 
 
-def _dims(cfg: Any) -> dict[str, int]:
-    d = {k: int(_get(cfg, k)) for k in ("vocab_size", "hidden_size", "intermediate_size",
-                                        "num_hidden_layers", "num_attention_heads")}
-    d["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
-    return d
+def _declared_axes(model: Any) -> dict[str, tuple[str | int, ...]]:
+    """Full parameter name -> logical axes, from every block's ``tile_axes``."""
+    axes = {}
+    for mod_name, module in model.named_modules():
+        for leaf, spec in getattr(module, "tile_axes", {}).items():
+            axes[f"{mod_name}.{leaf}" if mod_name else leaf] = spec
+    return axes
 
 
-def _tile_param(name: str, t: torch.Tensor, s: dict[str, int], b: dict[str, int], glu: bool) -> torch.Tensor:
-    D, I, H, hd, V = b["hidden_size"], b["intermediate_size"], b["num_attention_heads"], b["head_dim"], b["vocab_size"]
-    sD, sI, sH, shd = s["hidden_size"], s["intermediate_size"], s["num_attention_heads"], s["head_dim"]
-    leaf = name.split(".", 3)[-1] if name.startswith("model.layers.") else name
-    if leaf.endswith("attn.Wqkv.weight"):
-        return center_tile(t.reshape(3, sH, shd, sD), (3, H, hd, D)).reshape(3 * H * hd, D)
-    if leaf.endswith("attn.Wqkv.bias"):
-        return center_tile(t.reshape(3, sH, shd), (3, H, hd)).reshape(3 * H * hd)
-    if leaf.endswith("attn.Wo.weight"):
-        return center_tile(t.reshape(sD, sH, shd), (D, H, hd)).reshape(D, H * hd)
-    if leaf.endswith("mlp.Wi.weight"):
-        if glu:  # rows are [input half; gate half]: tile each half on its own
-            return center_tile(t.reshape(2, sI, sD), (2, I, D)).reshape(2 * I, D)
-        return center_tile(t, (I, D))
-    if leaf.endswith("mlp.Wi.bias"):
-        return center_tile(t.reshape(2, sI), (2, I)).reshape(2 * I) if glu else center_tile(t, (I,))
-    if leaf.endswith("mlp.Wo.weight"):
-        return center_tile(t, (D, I))
-    if name in ("model.embeddings.tok_embeddings.weight", "decoder.weight"):
-        if t.shape[0] != V:
-            raise ValueError(f"{name}: vocabulary {t.shape[0]} vs {V}; tiling needs the same vocab_size on both sides")
-        return center_tile(t, (V, D))
-    if name == "decoder.bias":
-        if t.shape[0] != V:
-            raise ValueError(f"decoder.bias: vocabulary {t.shape[0]} vs {V}; tiling needs the same vocab_size")
-        return t.clone()
-    if name == "head.dense.weight":
-        return center_tile(t, (D, D))
-    if t.dim() == 1 and t.shape[0] == sD:  # norms (weight/bias), attn.Wo / mlp.Wo / head biases
-        return center_tile(t, (D,))
-    raise ValueError(f"tile_weights does not know how to tile {name} {tuple(t.shape)}")
+def _tile_param(name: str, t: torch.Tensor, large_shape: tuple[int, ...], axes: tuple[str | int, ...] | None,
+                small: dict[str, int], large: dict[str, int]) -> torch.Tensor:
+    if axes is None:
+        return center_tile(t, large_shape)
+    src = tuple(a if isinstance(a, int) else small[a] for a in axes)
+    dst = tuple(a if isinstance(a, int) else large[a] for a in axes)
+    if t.numel() != _prod(src):
+        raise ValueError(f"{name} {tuple(t.shape)} does not hold its declared axes {axes} = {src}")
+    return center_tile(t.reshape(src), dst).reshape(large_shape)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    out = 1
+    for n in shape:
+        out *= n
+    return out
 
 
 def tile_weights(small_state_dict: Mapping[str, torch.Tensor], small_cfg: Any, large_cfg: Any,
@@ -112,20 +105,28 @@ def tile_weights(small_state_dict: Mapping[str, torch.Tensor], small_cfg: Any, l
 
     Args:
         small_state_dict: FlexBERT / HF ModernBERT names (a tied ``decoder.weight`` may be absent).
-        small_cfg, large_cfg: FlexBertConfig (or mappings) with vocab_size, hidden_size,
-            intermediate_size, num_hidden_layers, num_attention_heads (and `mlp`).
-        large_names: optional name -> shape of the large model; when given, layers 1.. of the
-            large model that need an ``attn_norm`` absent from their source layer get ones, and
-            every produced shape is checked against it.
+        small_cfg, large_cfg: FlexBertConfig of each side (the large model's shapes and its blocks'
+            ``tile_axes`` come from building it on the meta device).
+        large_names: optional name -> shape of the model the result is loaded into; every
+            produced shape is checked against it.
 
     Returns:
         name -> tensor for the large model (same dtype as the source).
     """
-    s, b = _dims(small_cfg), _dims(large_cfg)
-    if s["vocab_size"] != b["vocab_size"]:
-        raise ValueError(f"vocab_size differs ({s['vocab_size']} vs {b['vocab_size']}); tile models that share a tokenizer")
-    glu = str(_get(large_cfg, "mlp") if _has(large_cfg, "mlp") else "glu") == "glu"
-    n_small, n_large = s["num_hidden_layers"], b["num_hidden_layers"]
+    if small_cfg.vocab_size != large_cfg.vocab_size:
+        raise ValueError(f"vocab_size differs ({small_cfg.vocab_size} vs {large_cfg.vocab_size}); tile models that "
+                         "share a tokenizer")
+    large_model = meta_model(large_cfg)
+    shapes = {k: tuple(v.shape) for k, v in large_model.state_dict().items()}
+    axes = _declared_axes(large_model)
+    s, b = _sizes(small_cfg), _sizes(large_cfg)
+    n_small, n_large = small_cfg.num_hidden_layers, large_cfg.num_hidden_layers
+
+    def tile(name: str, large_name: str, t: torch.Tensor) -> torch.Tensor:
+        if large_name not in shapes:
+            raise ValueError(f"tile_weights: the large model has no {large_name} (from {name} {tuple(t.shape)})")
+        return _tile_param(name, t, shapes[large_name], axes.get(large_name), s, b)
+
     per_layer: dict[int, dict[str, torch.Tensor]] = {}
     out: dict[str, torch.Tensor] = {}
     for name, t in small_state_dict.items():
@@ -133,7 +134,7 @@ def tile_weights(small_state_dict: Mapping[str, torch.Tensor], small_cfg: Any, l
         if m:
             per_layer.setdefault(int(m.group(1)), {})[m.group(2)] = t
         else:
-            out[name] = _tile_param(name, t, s, b, glu)
+            out[name] = tile(name, name, t)
     if sorted(per_layer) != list(range(n_small)):
         raise ValueError(f"small state dict has layers {sorted(per_layer)}, config says {n_small}")
     # keys a layer > 0 has (layer 0 lacks attn_norm)
@@ -143,11 +144,11 @@ def tile_weights(small_state_dict: Mapping[str, torch.Tensor], small_cfg: Any, l
         for leaf in sorted(full_keys if i > 0 else src.keys()):
             name = f"model.layers.{i}.{leaf}"
             if leaf in src:
-                out[name] = _tile_param(f"model.layers.{i % n_small}.{leaf}", src[leaf], s, b, glu)
+                out[name] = tile(f"model.layers.{i % n_small}.{leaf}", name, src[leaf])
             elif leaf.startswith("attn_norm."):  # source is layer 0 (identity attn_norm)
                 like = next(iter(src.values()))
                 fill = 1.0 if leaf.endswith("weight") else 0.0
-                out[name] = torch.full((b["hidden_size"],), fill, dtype=like.dtype)
+                out[name] = torch.full(shapes[name], fill, dtype=like.dtype)
             else:
                 raise ValueError(f"small layer {i % n_small} has no {leaf}")
     if large_names is not None:
@@ -158,5 +159,3 @@ def tile_weights(small_state_dict: Mapping[str, torch.Tensor], small_cfg: Any, l
     return out
 
 
-def _has(cfg: Any, key: str) -> bool:
-    return key in cfg if isinstance(cfg, Mapping) else hasattr(cfg, key)

@@ -27,6 +27,13 @@ class PlainAttention(nn.Module):
     """Multi-head self-attention over packed documents, no position rotation."""
 
     init_roles: ClassVar[dict[str, str]] = {"Wqkv": "in", "Wo": "out"}
+    # Logical axes of the structured weights (flexbert/train/tiling.py grows each axis on its own):
+    # q, k and v separately, heads as whole heads.
+    tile_axes: ClassVar[dict[str, tuple[str | int, ...]]] = {
+        "Wqkv.weight": (3, "heads", "head_dim", "hidden"),
+        "Wqkv.bias": (3, "heads", "head_dim"),
+        "Wo.weight": ("hidden", "heads", "head_dim"),
+    }
 
     def __init__(self, config: FlexBertConfig, spec: LayerSpec):
         super().__init__()
@@ -38,6 +45,11 @@ class PlainAttention(nn.Module):
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.out_drop = nn.Dropout(config.attn_out_dropout)
+
+    def extra_forward_flops(self, seq_len: int) -> float:
+        """Forward FLOPs per token beyond the projections: scores (Q K^T) and mixing (P V) over the context."""
+        context = seq_len if self.window is None else min(seq_len, 2 * self.window + 1)
+        return 4.0 * self.num_heads * self.head_dim * context
 
     def rotate(self, qk_T2NH: torch.Tensor, seqs: PackedSeqInfo, position_ids_T: torch.Tensor) -> torch.Tensor:
         """Add position information to q and k (stacked on dim 1); none for plain attention."""
