@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from composer.core import DataSpec
 from composer.models import ComposerModel
 from torchmetrics import Metric
+from flexbert.data.batching import num_samples as rows_in
+from flexbert.data.batching import num_tokens as tokens_in
+from flexbert.data.batching import split_packed_batch
 
 __all__ = ["FlexBertComposerModel", "MaskedAccuracy", "MaskedLoss", "Perplexity", "packed_data_spec"]
 
@@ -132,10 +135,6 @@ def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec
     tokens so that Composer can weight microbatches by masked tokens
     (`accumulate_train_batch_on_tokens`), making accumulation equal to one big batch.
     """
-    from flexbert.data.batching import num_samples as rows_in
-    from flexbert.data.batching import num_tokens as tokens_in
-    from flexbert.data.batching import split_packed_batch
-
     def get_tokens(batch: Mapping[str, Any]) -> dict[str, int]:
         return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE).sum())}
 
