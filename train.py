@@ -1,7 +1,7 @@
 """Train a FlexBERT encoder: `composer train.py yamls/RUN.yaml [dotted.key=value ...] [--dry-run]`.
 
 Also runs as `python train.py ...` (one process). This file only wires: the config is
-loaded and validated by `flexbert.config.loading`, everything is built by
+loaded and validated by `flexbert.train.loading` (on `flexbert.config.loading`), everything is built by
 `flexbert.train.builder`, and `--dry-run` (`flexbert.train.dryrun`) prints the resolved
 config, model size, FLOPs per token and the schedules over the run without training.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flexbert.config.loading import load_run_config
-from flexbert.config.strict import ConfigError
 from flexbert.data.errors import DataError
+from flexbert.errors import ConfigError
+from flexbert.train.loading import load_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and schedules, do not train")
     args = parser.parse_intermixed_args(argv)  # flags and overrides in any order
     try:
-        loaded = load_run_config(args.config, args.overrides)
+        loaded = load_run(args.config, args.overrides)
         if args.dry_run:
             from flexbert.train.dryrun import dry_run_report
             from flexbert.train.run_checks import check_run
 
             print(dry_run_report(loaded))
-            check_run(loaded.cfg, loaded.model_cfg)  # what would stop the run before step 0: exit 2
+            check_run(loaded.cfg, loaded.model_cfg, loaded.source)  # what would stop the run before step 0: exit 2
             return 0
         from flexbert.train.builder import build_trainer, finish_run
 

@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
+from flexbert.data.loader import build_eval_loader
+from flexbert.train.builder import build_trainer, finish_run
+from flexbert.train.composer_model import FlexBertComposerModel, _masked_logits_labels
+from flexbert.train.loading import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_YAML = REPO / "yamls" / "demo.yaml"
@@ -34,8 +38,6 @@ def ensure_demo_data(root: Path = REPO / "data" / "demo") -> None:
 @torch.no_grad()
 def heldout_accuracy(model: torch.nn.Module, loader) -> tuple[float, float, int]:
     """(model accuracy, majority-token baseline accuracy, masked tokens) over one pass of `loader`."""
-    from flexbert.train.composer_model import FlexBertComposerModel, _masked_logits_labels
-
     wrapper = FlexBertComposerModel(model).eval()
     correct, counts = 0, collections.Counter()
     for batch in loader:
@@ -47,13 +49,9 @@ def heldout_accuracy(model: torch.nn.Module, loader) -> tuple[float, float, int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flexbert.config.loading import load_run_config
-    from flexbert.data.loader import build_eval_loader
-    from flexbert.train.builder import build_trainer, finish_run
-
     os.chdir(REPO)  # the demo YAML's paths are relative to the repository
     ensure_demo_data()
-    loaded = load_run_config(str(DEMO_YAML), list(argv if argv is not None else sys.argv[1:]))
+    loaded = load_run(str(DEMO_YAML), list(argv if argv is not None else sys.argv[1:]))
     run = build_trainer(loaded)
     run.trainer.fit()
     export_dir = finish_run(run)

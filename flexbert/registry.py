@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from flexbert.config.strict import ConfigError, closest
+from flexbert.errors import ConfigError, closest
 
 T = TypeVar("T")
 

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from flexbert import FlexBertConfig, build_model, load_model_config
+from flexbert import FlexBertConfig, FlexBertForMaskedLM, build_model, load_model_config
 from flexbert.config.model import PRESET_DIR, preset_names
 from flexbert.config.strict import ConfigError
 
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
+REPO = Path(__file__).resolve().parent.parent
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -107,11 +111,17 @@ def test_misspelled_key_names_key_file_and_closest(tmp_path):
     assert "model.hiden_size" in msg and str(run) in msg and "did you mean 'hidden_size'" in msg
 
 
-def test_misspelled_key_in_a_model_only_file(tmp_path):
+@pytest.mark.parametrize("text, load, pattern", [
+    ("num_hiden_layers: 2\n", load_model_config, r"num_hiden_layers.*m\.yaml.*did you mean 'num_hidden_layers'"),
+    # a block name is checked where the model is built, still naming the file
+    ("preset: tiny\nnorm: layrnorm\n", build_model,
+     r"unknown norm 'layrnorm' at model.norm in \S*m\.yaml; choices: .*did you mean 'layernorm'"),
+])
+def test_misspelling_in_a_model_only_file_names_the_file(tmp_path, text, load, pattern):
     path = tmp_path / "m.yaml"
-    path.write_text("num_hiden_layers: 2\n")
-    with pytest.raises(ConfigError, match=r"num_hiden_layers.*m\.yaml.*did you mean 'num_hidden_layers'"):
-        load_model_config(path)
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern):
+        load(path)
 
 
 def test_unknown_preset_lists_choices():
@@ -130,9 +140,43 @@ def test_unknown_preset_lists_choices():
     ("init", "xavier", "choices: modernbert, normal"),
 ])
 def test_unknown_block_names_list_choices(key, value, fragment):
+    config = load_model_config({"preset": "tiny", key: value})  # the config layer knows no registry
+    for build in (lambda: build_model(config), lambda: FlexBertForMaskedLM(config)):
+        with pytest.raises(ConfigError) as e, torch.device("meta"):
+            build()
+        assert f"model.{key}" in str(e.value) and fragment in str(e.value)
+
+
+def test_loading_a_model_config_imports_no_model_and_no_torch():
+    """config sits below model: reading a preset must not import flexbert.model (nor torch)."""
+    code = ("import sys; from flexbert.config.model import load_model_config; "
+            "load_model_config('yamls/models/tiny.yaml'); load_model_config({'preset': 'tiny', 'norm': 'layrnorm'}); "
+            "print(sorted(m for m in sys.modules if m.startswith(('flexbert.model', 'flexbert.train', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("preset: tiny\nhidden_size: [64\nnorm: layernorm\n", 3, 5),
+    ("model:\n  preset: tiny\n  norm: layer: norm\n", 3, 14),
+    ("preset: tiny\npreset: base\n", 2, 1),
+])
+def test_yaml_syntax_error_in_a_model_file_is_one_line(tmp_path, text, line, column):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
     with pytest.raises(ConfigError) as e:
-        load_model_config({"preset": "tiny", key: value})
-    assert f"model.{key}" in str(e.value) and fragment in str(e.value)
+        load_model_config(path)
+    msg = str(e.value)
+    assert msg.startswith(f"YAML syntax error in {path} at line {line}, column {column}: ") and "\n" not in msg
+
+
+def test_yaml_syntax_error_in_a_preset_names_the_preset(tmp_path):
+    (tmp_path / "base.yaml").write_text("hidden_size: 64\n  num_attention_heads: 4\n")
+    (tmp_path / "child.yaml").write_text("preset: base.yaml\n")
+    with pytest.raises(ConfigError, match=rf"YAML syntax error in {tmp_path / 'base.yaml'} at line 2, column \d+"):
+        load_model_config(tmp_path / "child.yaml")
 
 
 @pytest.mark.parametrize("overrides, reason", [

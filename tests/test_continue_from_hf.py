@@ -14,6 +14,7 @@ import torch
 
 from _train_support import REPO, make_corpus, tiny_run, write_yaml
 from flexbert.config.loading import load_run_config
+from flexbert.train.loading import load_run
 from flexbert.config.strict import ConfigError
 from flexbert.data.tokenizer import load_tokenizer, train_tokenizer
 from flexbert.data.tokenizer_extend import extend_tokenizer
@@ -87,7 +88,7 @@ def test_continue_from_hf_parity_config_training_and_export(hf_folder, tmp_path,
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     hf, tok = hf_folder
     corpus = make_corpus(tmp_path / "corpus", n_train=60, n_val=4)
-    loaded = load_run_config(str(_run_yaml(tmp_path, hf, tok, corpus)))
+    loaded = load_run(str(_run_yaml(tmp_path, hf, tok, corpus)))
     m = loaded.model_cfg
     # the resolved config keeps HF's architecture, thetas, window and period
     assert (m.global_rope_theta, m.local_rope_theta, m.local_attention, m.global_attn_every_n_layers) == (20000.0, 5000.0, 8, 2)
@@ -121,12 +122,19 @@ def test_architecture_override_is_refused_naming_the_key(hf_folder, tmp_path):
     hf, tok = hf_folder
     path = _run_yaml(tmp_path, hf, tok, tmp_path / "corpus")
     with pytest.raises(ConfigError, match="model.hidden_size"):
-        load_run_config(str(path), ["model.hidden_size=64"])
+        load_run(str(path), ["model.hidden_size=64"])
     with pytest.raises(ConfigError, match="model.preset"):
-        load_run_config(str(path), ["model.preset=tiny"])
+        load_run(str(path), ["model.preset=tiny"])
     # safe keys are fine: dropout and context length
-    loaded = load_run_config(str(path), ["model.attn_out_dropout=0.1", "model.max_position_embeddings=256"])
+    loaded = load_run(str(path), ["model.attn_out_dropout=0.1", "model.max_position_embeddings=256"])
     assert loaded.model_cfg.attn_out_dropout == 0.1 and loaded.model_cfg.max_position_embeddings == 256
+    # the config layer cannot read an HF folder (export sits above it): its loader says which one can
+    with pytest.raises(ConfigError, match=r"continues from the Hugging Face folder .* flexbert.train.loading.load_run"):
+        load_run_config(str(path))
+    # the folder's config.json has one reader, shared with load_hf
+    from flexbert.export import read_hf_config
+
+    assert read_hf_config(hf).hidden_size == loaded.model_cfg.hidden_size
 
 
 def test_extended_tokenizer_keeps_ids_and_old_logits(hf_folder, tmp_path, monkeypatch):
@@ -153,7 +161,7 @@ def test_extended_tokenizer_keeps_ids_and_old_logits(hf_folder, tmp_path, monkey
     assert 320 in enc
 
     corpus = make_corpus(tmp_path / "corpus", n_train=40, n_val=4)
-    loaded = load_run_config(str(_run_yaml(tmp_path, hf, tmp_path / "tok-ext", corpus)))
+    loaded = load_run(str(_run_yaml(tmp_path, hf, tmp_path / "tok-ext", corpus)))
     assert loaded.model_cfg.vocab_size == 384  # 324 rounded up to a multiple of 64
     run = build_trainer(loaded)
     model = run.composer_model.model
@@ -178,7 +186,7 @@ def test_tile_from_hf_folder(hf_folder, tmp_path, monkeypatch):
     run["model"] = {"preset": "tiny", "vocab_size": 320, "hidden_size": 48, "intermediate_size": 64,
                     "num_hidden_layers": 4, "num_attention_heads": 3, "attn_backend": "eager",
                     "pad_token_id": 3, "cls_token_id": 1, "sep_token_id": 2, "mask_token_id": 4}
-    built = build_trainer(load_run_config(str(write_yaml(tmp_path / "run.yaml", run))))
+    built = build_trainer(load_run(str(write_yaml(tmp_path / "run.yaml", run))))
     W = dict(built.composer_model.model.named_parameters())["model.layers.3.mlp.Wo.weight"].detach()
     src = transformers.ModernBertForMaskedLM.from_pretrained(hf).state_dict()["model.layers.0.mlp.Wo.weight"]
     assert torch.equal(W[8:40, 8:56], src)  # layer 3 <- layer 3 % 3 = 0, center block

@@ -254,7 +254,7 @@ def test_mlm_loss_key_is_resolved_like_the_attention_kernels(make_config):
     assert isinstance(resolve_mlm_loss("dense", torch.device("cpu"), torch.float32), DenseMLMLoss)
     assert isinstance(resolve_mlm_loss("chunked", torch.device("cpu"), torch.float32), ChunkedMLMLoss)
     with pytest.raises(ConfigError, match=r"unknown MLM loss kernel 'chunkd' at model.mlm_loss.*did you mean 'chunked'"):
-        make_config(mlm_loss="chunkd")
+        FlexBertForMaskedLM(make_config(mlm_loss="chunkd"))  # checked where the model is built
 
 
 # ---------------------------------------------------------------- GPU (bench/gpu_session.sh runs these)

@@ -134,3 +134,41 @@ def test_every_shipped_run_yaml_loads(path, monkeypatch):
     monkeypatch.chdir(REPO)
     loaded = load_run_config(path)
     assert loaded.cfg.data.max_seq_len <= loaded.model_cfg.max_position_embeddings
+
+
+def test_yaml_syntax_error_in_a_run_file_is_one_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("max_duration: 10ba\noptimizer:\n  lr: [1e-3\nseed: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_run_config(str(path))
+    msg = str(e.value)
+    assert msg.startswith(f"YAML syntax error in {path} at line 4, column 5: ") and "\n" not in msg
+
+
+def test_train_py_prints_a_yaml_syntax_error_in_one_line(tmp_path):
+    from _train_support import run_train
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  preset: tiny\n  norm: layer: norm\n")
+    out = run_train(str(path), "--dry-run", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"config error: YAML syntax error in {path} at line 3, column 14: ")
+
+
+def test_the_model_section_has_one_home(tmp_path, corpus):
+    """RunConfig has no raw `model` dict: the model lives in LoadedRun.model_cfg, a FlexBertConfig."""
+    import dataclasses
+
+    from flexbert.config.model import FlexBertConfig
+    from flexbert.config.run import RunConfig
+
+    loaded = load_run_config(str(_yaml(tmp_path, corpus)), ["model.num_hidden_layers=3"])
+    assert "model" not in {f.name for f in dataclasses.fields(RunConfig)}
+    assert isinstance(loaded.model_cfg, FlexBertConfig) and loaded.model_cfg.num_hidden_layers == 3
+    assert loaded.resolved()["model"]["num_hidden_layers"] == 3
+    assert list(loaded.resolved()).index("model") == list(loaded.resolved()).index("tokenizer") + 1
+    with pytest.raises(ConfigError, match=r"unknown key 'modle' in .*did you mean 'model'"):
+        load_run_config(str(write_yaml(tmp_path / "b.yaml", {"modle": {"preset": "tiny"}})))
+    with pytest.raises(ConfigError, match=r"'model' in .* must be a mapping of model keys"):
+        load_run_config(str(_yaml(tmp_path, corpus)), ["model=3"])

@@ -85,3 +85,23 @@ def test_train_py_reports_config_errors_in_one_line(tmp_path, corpus):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("config error: data: data path")
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("key, value, choice", [("norm", "layrnorm", "layernorm"), ("mlp", "gluu", "glu"),
+                                                ("attn_backend", "flsh_attn", "flash_attn")])
+def test_misspelt_block_name_is_refused_before_any_data_is_read(tmp_path, key, value, choice):
+    """Preflight and the dry run check block names against the registries first (the data path does not exist)."""
+    run = tiny_run(tmp_path / "no-corpus", tmp_path / "save")
+    run["model"][key] = value
+    path = write_yaml(tmp_path / "run.yaml", run)
+    expected = rf"unknown .* '{value}' at model.{key} in {path}; choices: .*did you mean '{choice}'"
+    with pytest.raises(ConfigError, match=expected):
+        preflight(load_run_config(str(path)), world_size=1)
+    from flexbert.train.loading import load_run
+
+    with pytest.raises(ConfigError, match=expected):
+        load_run(str(path))
+    out = run_train(str(path), "--dry-run", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "resolved config" not in out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"config error: unknown ") and f"in {path}" in lines[0]

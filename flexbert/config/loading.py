@@ -5,6 +5,12 @@ was written: ``unknown key 'optimizer.lrr' in yamls/demo.yaml; did you mean 'lr'
 ``... in command line; did you mean ...``. Then the merged data is decoded strictly into
 `RunConfig`, the model section is resolved (preset + overrides) into a `FlexBertConfig`,
 and cross-section checks run. Nothing heavy (no data, no model) is touched here.
+
+A run continuing from a Hugging Face folder (`init_from: {hf: DIR}`) takes its model config
+from that folder's config.json, which the export layer translates; config sits below export,
+so such a run is loaded by `flexbert.train.loading.load_run` (train.py, the sweeps and the
+quickstart load every run that way). `read_run` gives the run sections alone, for callers that
+need no model config.
 """
 from __future__ import annotations
 
@@ -12,24 +18,33 @@ import dataclasses
 import os
 import types
 import typing
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flexbert.config.strict import ConfigError, decode, unknown_key
+from flexbert.config.model import FlexBertConfig, load_model_config
+from flexbert.config.run import RunConfig
+from flexbert.config.strict import decode, unknown_key
+from flexbert.config.yaml_file import load_yaml_file
+from flexbert.errors import ConfigError
 
-__all__ = ["LoadedRun", "load_run_config", "parse_overrides", "check_keys", "resolved_dict"]
+__all__ = ["LoadedRun", "RunSections", "load_run_config", "read_run", "assemble_run", "hf_init_folder",
+           "parse_overrides", "check_keys", "resolved_dict", "MODEL_KEY"]
 
 COMMAND_LINE = "command line"
+
+#: The run file's model section: checked against FlexBertConfig (+ `preset`), resolved into
+#: `LoadedRun.model_cfg`; RunConfig itself has no such field, so the section has one home.
+MODEL_KEY = "model"
 
 
 @dataclasses.dataclass
 class LoadedRun:
     """A validated run: the typed config, the model config, and where it came from."""
 
-    cfg: Any  # RunConfig
-    model_cfg: Any  # FlexBertConfig
+    cfg: RunConfig
+    model_cfg: FlexBertConfig
     source: str
 
     def resolved(self) -> dict[str, Any]:
@@ -38,6 +53,15 @@ class LoadedRun:
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(OmegaConf.create(self.resolved()))
+
+
+@dataclasses.dataclass
+class RunSections:
+    """A run read and checked, before its model config is resolved."""
+
+    cfg: RunConfig
+    model_section: dict[str, Any]  # as written: may hold `preset:`
+    source: str  # the file, "(with command-line overrides)" when there were any
 
 
 def _unwrap_dataclass(tp: Any) -> Any:
@@ -60,21 +84,20 @@ def check_keys(cls: type, data: Any, source: str, path: str = "") -> None:
         return
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
+    top_of_run = not path and cls is RunConfig
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            raise unknown_key(key_path, fields, source)
-        if not path and key == "model":
+        if top_of_run and key == MODEL_KEY:
             _check_model_keys(value, source)
             continue
+        if key not in fields:
+            raise unknown_key(key_path, [*fields, MODEL_KEY] if top_of_run else fields, source)
         sub = _unwrap_dataclass(hints[key])
         if sub is not None:
             check_keys(sub, value, source, key_path)
 
 
 def _check_model_keys(data: Any, source: str) -> None:
-    from flexbert.config.model import FlexBertConfig
-
     if not isinstance(data, Mapping):
         return
     valid = {f.name for f in dataclasses.fields(FlexBertConfig) if f.init} | {"preset"}
@@ -96,22 +119,14 @@ def parse_overrides(overrides: Iterable[str]) -> Any:
 
 
 def _read_yaml(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise ConfigError(f"run config file {path} does not exist")
-    try:
-        node = OmegaConf.load(path)
-    except Exception as e:  # yaml.ScannerError and friends: say which file
-        raise ConfigError(f"cannot read {path}: {e}") from None
+    node = load_yaml_file(path, "run config")
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path} must hold a mapping of run keys at the top level")
     return node
 
 
-def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
-    """Load, merge and validate a run; raises ConfigError naming the key, file and fix."""
-    from flexbert.config.model import load_model_config
-    from flexbert.config.run import RunConfig
-
+def read_run(path: str, overrides: Iterable[str] = ()) -> RunSections:
+    """Read, merge and decode a run's sections; the model section is checked for unknown keys only."""
     file_node = _read_yaml(path)
     check_keys(RunConfig, OmegaConf.to_container(file_node, resolve=False), path)
     cli_node = parse_overrides(overrides)
@@ -122,29 +137,50 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
     except OmegaConfBaseException as e:  # a broken ${interpolation}
         raise ConfigError(f"cannot resolve {path}: {e}") from None
     source = f"{path} (with command-line overrides)" if len(cli_node) else path
+    model_section = data.pop(MODEL_KEY, None) or {}
+    if not isinstance(model_section, Mapping):
+        raise ConfigError(f"'{MODEL_KEY}' in {source} must be a mapping of model keys, got {model_section!r}")
+    return RunSections(cfg=decode(RunConfig, data, source=source), model_section=dict(model_section), source=source)
 
-    model_section = data.pop("model", None) or {}
-    cfg = decode(RunConfig, data, source=source)
+
+def hf_init_folder(cfg: RunConfig) -> str | None:
+    """The Hugging Face folder whose config.json gives this run's model config, or None.
+
+    That is continued pretraining (`init_from.hf` without `tile`) from a folder that exists; a
+    folder not there yet is refused by the trainer's preflight, like a missing init_from.path.
+    """
+    init = cfg.init_from
+    if init is not None and init.hf and not init.tile and os.path.isfile(os.path.join(init.hf, "config.json")):
+        return init.hf
+    return None
+
+
+def assemble_run(sections: RunSections, model_config: Callable[[], FlexBertConfig]) -> LoadedRun:
+    """The LoadedRun of `sections` with the model config `model_config()` builds, checked against the run."""
     try:
-        init = cfg.init_from
-        if init is not None and init.hf and not init.tile and os.path.isfile(os.path.join(init.hf, "config.json")):
-            # continued pretraining: the model config comes from the HF folder's config.json
-            # (a folder not there yet is refused by the trainer's preflight, like init_from.path)
-            from flexbert.train.hf_init import hf_model_config
-
-            model_cfg = hf_model_config(init.hf, model_section, cfg.tokenizer)
-        else:
-            model_cfg = load_model_config(model_section)
-    except ConfigError as e:
-        raise ConfigError(f"model section of {source}: {e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model section of {source}: {e}") from None
-    cfg.model = dict(model_section)
-    check_run_against_model(cfg, model_cfg, source)
-    return LoadedRun(cfg=cfg, model_cfg=model_cfg, source=source)
+        model_cfg = model_config()
+    except (TypeError, ValueError) as e:  # ConfigError included: say it is this run's model section
+        raise ConfigError(f"model section of {sections.source}: {e}") from None
+    check_run_against_model(sections.cfg, model_cfg, sections.source)
+    return LoadedRun(cfg=sections.cfg, model_cfg=model_cfg, source=sections.source)
 
 
-def check_run_against_model(cfg: Any, model_cfg: Any, source: str) -> None:
+def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
+    """Load, merge and validate a run whose model comes from its model section (presets + keys).
+
+    Raises ConfigError naming the key, file and fix; also for a run continuing from a Hugging Face
+    folder, whose model config only `flexbert.train.loading.load_run` can read.
+    """
+    sections = read_run(path, overrides)
+    folder = hf_init_folder(sections.cfg)
+    if folder is not None:
+        raise ConfigError(
+            f"{sections.source} continues from the Hugging Face folder init_from.hf {folder}, whose config.json "
+            "gives the model config: load it with flexbert.train.loading.load_run (train.py does)")
+    return assemble_run(sections, lambda: load_model_config(sections.model_section))
+
+
+def check_run_against_model(cfg: RunConfig, model_cfg: FlexBertConfig, source: str) -> None:
     """Cross-section checks between the data/batch settings and the model."""
     limit = model_cfg.max_position_embeddings
     for key in ("data", "eval_data"):
@@ -156,10 +192,13 @@ def check_run_against_model(cfg: Any, model_cfg: Any, source: str) -> None:
             )
 
 
-def resolved_dict(cfg: Any, model_cfg: Any) -> dict[str, Any]:
-    """Run config as plain data with the model section fully expanded (no preset)."""
-    out = dataclasses.asdict(cfg)
-    out["model"] = {k: v for k, v in dataclasses.asdict(model_cfg).items()}
+def resolved_dict(cfg: RunConfig, model_cfg: FlexBertConfig) -> dict[str, Any]:
+    """Run config as plain data with the model section fully expanded (no preset), after `tokenizer`."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        out[key] = value
+        if key == "tokenizer":
+            out[MODEL_KEY] = dataclasses.asdict(model_cfg)
     return _plain(out)
 
 

@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from flexbert.config.strict import ConfigError, closest, decode, to_plain
+from flexbert.config.strict import decode, to_plain
+from flexbert.config.yaml_file import load_yaml_file
+from flexbert.errors import ConfigError, closest
 
 __all__ = ["FlexBertConfig", "LayerSpec", "load_model_config", "PRESET_DIR", "preset_names"]
 
@@ -130,22 +132,9 @@ class FlexBertConfig:
             raise ValueError(f"problem_type '{self.problem_type}' is unknown; choices: null, {', '.join(PROBLEM_TYPES)}{hint}")
         if self.norm == "rmsnorm" and self.norm_bias:
             raise ValueError("rmsnorm has no bias; set norm_bias: false or norm: layernorm")
-        self._check_registry_names()
-
-    def _check_registry_names(self) -> None:
-        # Imported here: the registries live in flexbert.model, which imports this module.
-        import flexbert.model  # noqa: F401  (registers every variant)
-        from flexbert.model.attention.kernels import KERNELS
-        from flexbert.model.registries import CONFIG_REGISTRIES
-
-        for key, registry in CONFIG_REGISTRIES.items():
-            registry.get(getattr(self, key), where=f"model.{key}")
-        if self.attn_backend != "auto" and self.attn_backend not in KERNELS:
-            KERNELS.get(self.attn_backend, where="model.attn_backend")  # raises with choices (+ auto)
-        from flexbert.model.mlm_loss import MLM_LOSSES
-
-        if self.mlm_loss != "auto" and self.mlm_loss not in MLM_LOSSES:
-            MLM_LOSSES.get(self.mlm_loss, where="model.mlm_loss")  # raises with choices
+        # Block names (norm, mlp, attn_backend, ...) are checked against the model's registries
+        # where a model is built (flexbert.model.registries.check_block_names): config sits
+        # below the model and does not import it.
 
     @property
     def head_dim(self) -> int:
@@ -177,11 +166,7 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from omegaconf import OmegaConf  # a dependency; imported lazily to keep `import flexbert` light
-
-    if not path.is_file():
-        raise ConfigError(f"model config file {path} does not exist")
-    data = to_plain(OmegaConf.load(path))
+    data = to_plain(load_yaml_file(path, "model config"))
     if data is None:
         return {}
     if not isinstance(data, dict):

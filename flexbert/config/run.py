@@ -4,7 +4,8 @@ Top-level keys use Composer Trainer argument names where one exists (`max_durati
 `save_folder`, `device_train_microbatch_size`, ...) so Composer users read them at
 sight. Defaults live only here. Sections owned by other parts of FlexBERT are typed
 with their own dataclasses (`DataConfig`, `OptimizerConfig`, `SchedulerConfig`); the
-`model` section stays a mapping because `load_model_config` resolves `preset:` first.
+`model` section is not a field here: `flexbert.config.loading` resolves it (`preset:` first)
+into `LoadedRun.model_cfg`, a `FlexBertConfig`, its one home.
 
 Durations and intervals are Composer time strings: an integer with a unit,
 `tok` (tokens), `ba` (batches / optimizer steps), `sp` (samples = packed rows),
@@ -138,7 +139,7 @@ class RunConfig:
 
     # --- what to train on / with
     tokenizer: Optional[str] = None
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # `model:` (the model section) is read by flexbert.config.loading into LoadedRun.model_cfg
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     eval_data: Optional[DataConfig] = None
 

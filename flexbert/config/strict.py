@@ -8,22 +8,13 @@ names the key path, the file, and the closest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from typing import Any, Mapping
 
+from flexbert.errors import ConfigError, closest  # defined at the bottom layer; re-exported here
+
 __all__ = ["ConfigError", "decode", "closest", "to_plain", "unknown_key"]
-
-
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message says where and what to change."""
-
-
-def closest(word: str, choices: typing.Iterable[str]) -> str | None:
-    """Return the closest spelling of `word` among `choices`, or None."""
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return found[0] if found else None
 
 
 def _where(path: str, source: str | None) -> str:

@@ -67,6 +67,9 @@ from flexbert.data.convert import (
 )
 from flexbert.data.readers import BadInput, InputError, Piece, RemoteFile, expand_any, file_kind, filesystem_for, is_url, iter_documents
 from flexbert.data.tokenizer import TokenizerInfo, load_tokenizer
+from flexbert.outputs import check_output_dir
+from flexbert.outputs import install_output_dir
+from flexbert.outputs import atomic_write_text
 
 __all__ = ["RayOptions", "convert_ray", "plan_parts"]
 
@@ -133,8 +136,6 @@ class _Disk:
         return Path(self.url(*rel)).read_text(encoding="utf-8")
 
     def write_text(self, text: str, *rel: str) -> None:
-        from flexbert.outputs import atomic_write_text
-
         atomic_write_text(self.url(*rel), text)
 
     def list(self, *rel: str) -> list[str]:
@@ -458,7 +459,6 @@ def _check_output(cfg: ConvertConfig, opts: RayOptions, work) -> bool:
         if names and not unfinished and not cfg.overwrite:
             raise FileExistsError(f"{work.root} already exists; pass --overwrite to replace it")
         return bool(names) and cfg.overwrite and not (opts.resume and unfinished)
-    from flexbert.outputs import check_output_dir
 
     inputs = [("--input", [p for p in cfg.inputs if not is_url(str(p))]), ("--tokenizer", cfg.tokenizer)]
     check_output_dir(cfg.output, inputs=inputs, overwrite=cfg.overwrite)
@@ -681,7 +681,5 @@ def _finish(cfg, opts, work, info, files, records, plan, start, converted) -> di
     work.write_text(json.dumps(summary, indent=2) + "\n", "summary.json")
     work.delete(_WORK)
     if not work.remote:
-        from flexbert.outputs import install_output_dir
-
         install_output_dir(work.root, cfg.output)
     return summary

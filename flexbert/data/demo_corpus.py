@@ -23,6 +23,8 @@ import shutil
 import sysconfig
 from pathlib import Path
 
+from flexbert.data.convert import ConvertConfig, convert
+from flexbert.data.tokenizer import train_tokenizer
 from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
 
 __all__ = ["collect_documents", "build_demo"]
@@ -181,9 +183,6 @@ def build_demo(
     The whole folder is built under a temporary name and renamed when complete.
     Returns a summary dict (also saved as OUTPUT/summary.json).
     """
-    from flexbert.data.convert import ConvertConfig, convert
-    from flexbert.data.tokenizer import train_tokenizer
-
     out = check_output_dir(output, overwrite=overwrite)
     if max_mb <= 0:
         raise ValueError(f"--max-mb must be positive, got {max_mb}")

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from flexbert.data.readers import BadInput, InputError, expand_inputs, iter_documents
 from flexbert.outputs import atomic_output_dir, check_output_dir
 
 __all__ = [
@@ -297,8 +298,6 @@ def build_tokenizer_from_files(
     anything is written, or is skipped and counted (``"skip"``).
     """
     from collections import Counter
-
-    from flexbert.data.readers import BadInput, InputError, expand_inputs, iter_documents
 
     # Every output check (inputs, existing folder, unwritable path) runs before reading or training.
     check_output_dir(output, inputs=[("--input", list(inputs))], overwrite=train_kwargs.get("overwrite", False))

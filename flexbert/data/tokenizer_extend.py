@@ -26,6 +26,7 @@ from typing import Iterable, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer
 
+from flexbert.data.readers import expand_inputs, iter_documents
 from flexbert.data.tokenizer import TokenizerInfo, _tokenizer_file, load_tokenizer
 from flexbert.outputs import atomic_output_dir, check_output_dir
 
@@ -62,8 +63,6 @@ def mine_tokens(tok: Tokenizer, texts: Iterable[str], num_new: int, min_count: i
 
 
 def _corpus_texts(paths: Sequence[str], text_field: str) -> Iterable[str]:
-    from flexbert.data.readers import expand_inputs, iter_documents
-
     skipped: Counter = Counter()
     files = expand_inputs(paths, (), ())
     return (d.text for d in iter_documents(files, text_field, "fail", skipped))

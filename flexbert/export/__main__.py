@@ -12,6 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from flexbert.checkpoint_reader import strip_prefixes
+from flexbert.config.model import load_model_config
+from flexbert.config.strict import ConfigError
+from flexbert.export.hf import load_state_strict, load_flexbert
+from flexbert.export.hf import load_hf, save_flexbert, save_hf
+from flexbert.export.io import read_composer_weights
+from flexbert.export.mapping import ExportError
+from flexbert.model import FlexBertForMaskedLM
+from flexbert.outputs import OutputError, check_output_dir
 
 __all__ = ["main", "load_checkpoint_model"]
 
@@ -26,7 +35,6 @@ def _find_config(checkpoint: Path, config: str | None) -> Path:
     for candidate in (here / "config.yaml", here.parent / "config.yaml"):
         if candidate.is_file():
             return candidate
-    from flexbert.export.mapping import ExportError
 
     raise ExportError(f"no config.yaml beside {checkpoint} (looked in {here} and {here.parent}); "
                       "pass the run or model YAML with --config")
@@ -38,12 +46,6 @@ def load_checkpoint_model(checkpoint: str | Path, config: str | None = None):
     Returns:
         (model, config path used).
     """
-    from flexbert.config.model import load_model_config
-    from flexbert.export.hf import load_state_strict, load_flexbert
-    from flexbert.checkpoint_reader import strip_prefixes
-    from flexbert.export.io import read_composer_weights
-    from flexbert.model import FlexBertForMaskedLM
-
     ckpt = Path(checkpoint)
     cfg_path = _find_config(ckpt, config)
     if ckpt.is_dir():
@@ -69,11 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
-    from flexbert.config.strict import ConfigError
-    from flexbert.export.hf import load_hf, save_flexbert, save_hf
-    from flexbert.export.mapping import ExportError
-    from flexbert.outputs import OutputError, check_output_dir
 
     try:
         # Before reading anything: OUT_DIR is not an input, not a file, and can be created.

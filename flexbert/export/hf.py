@@ -17,11 +17,14 @@ from typing import Any
 
 import torch
 
+from flexbert.checkpoint_reader import strip_prefixes
+from flexbert.config.model import FlexBertConfig, load_model_config
 from flexbert.export.io import read_weights
 from flexbert.export.mapping import ExportError, config_from_hf, config_to_hf
+from flexbert.model import FlexBertForMaskedLM
 from flexbert.outputs import atomic_output_dir, check_output_dir
 
-__all__ = ["save_hf", "load_hf", "hf_state_dict", "save_flexbert", "load_flexbert", "load_state_strict", "TOKENIZER_FILES"]
+__all__ = ["save_hf", "load_hf", "read_hf_config", "hf_state_dict", "save_flexbert", "load_flexbert", "load_state_strict", "TOKENIZER_FILES"]
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _TIED = "decoder.weight"
@@ -198,6 +201,28 @@ def load_state_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sourc
     model.load_state_dict(sd, strict=False)  # only the tied decoder.weight is absent, by design
 
 
+def read_hf_config(path: str | os.PathLike, *, mask_token_id: int | None = None) -> FlexBertConfig:
+    """The FlexBertConfig of an HF ModernBERT folder: its config.json through `config_from_hf`.
+
+    The one reader of an HF folder's config, for `load_hf` and for continued pretraining
+    (`init_from.hf`, flexbert.train.hf_init).
+
+    Args:
+        path: the folder holding config.json.
+        mask_token_id: wins over config.json; when neither has one, the folder's tokenizer gives it.
+    Raises:
+        ExportError: no config.json, or HF settings FlexBERT cannot reproduce (named).
+    """
+    folder = Path(path)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise ExportError(f"{folder} has no config.json; pass an HF ModernBERT folder")
+    hf_cfg = json.loads(cfg_file.read_text())
+    if mask_token_id is None and "mask_token_id" not in hf_cfg:
+        mask_token_id = _tokenizer_mask_id(folder)
+    return config_from_hf(hf_cfg, mask_token_id=mask_token_id, source=str(cfg_file))
+
+
 def load_hf(path: str | os.PathLike, *, mask_token_id: int | None = None,
             attn_backend: str | None = None) -> torch.nn.Module:
     """Build a FlexBertForMaskedLM from an HF ModernBERT folder (config.json + weights).
@@ -210,16 +235,8 @@ def load_hf(path: str | os.PathLike, *, mask_token_id: int | None = None,
     Raises:
         ExportError: unknown or unsupported HF settings (named), or weights that do not match.
     """
-    from flexbert.model import FlexBertForMaskedLM
-
     folder = Path(path)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise ExportError(f"{folder} has no config.json; pass an HF ModernBERT folder")
-    hf_cfg = json.loads(cfg_file.read_text())
-    if mask_token_id is None and "mask_token_id" not in hf_cfg:
-        mask_token_id = _tokenizer_mask_id(folder)
-    cfg = config_from_hf(hf_cfg, mask_token_id=mask_token_id, source=str(cfg_file))
+    cfg = read_hf_config(folder, mask_token_id=mask_token_id)
     if attn_backend is not None:
         cfg = dataclasses.replace(cfg, attn_backend=attn_backend)
     model = FlexBertForMaskedLM(cfg)
@@ -242,10 +259,6 @@ def save_flexbert(model: torch.nn.Module, out_dir: str | os.PathLike, *, overwri
 
 def load_flexbert(path: str | os.PathLike, config: Any = None) -> torch.nn.Module:
     """Load a FlexBERT folder (model.safetensors + config.yaml), or `config` instead of its config.yaml."""
-    from flexbert.config.model import load_model_config
-    from flexbert.checkpoint_reader import strip_prefixes
-    from flexbert.model import FlexBertForMaskedLM
-
     folder = Path(path)
     if config is None:
         if not (folder / "config.yaml").is_file():

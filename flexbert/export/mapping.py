@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from flexbert.config.model import FlexBertConfig
 from flexbert.export.hf_layout import LAYOUT_KEYS, layout_from_hf, layout_to_hf
 
 __all__ = [
@@ -182,7 +183,8 @@ def config_to_hf(cfg: Any, *, transformers_version: str | None = None, dtype: st
     return out
 
 
-def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None, source: str | None = None):
+def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None,
+                   source: str | None = None) -> FlexBertConfig:
     """Translate an HF ModernBERT config.json dict into a FlexBertConfig.
 
     Args:
@@ -194,8 +196,6 @@ def config_from_hf(hf: Mapping[str, Any], *, mask_token_id: int | None = None, s
         ExportError: the config is not ModernBERT, has keys this mapping does not know, or
             settings FlexBERT cannot reproduce (listed together).
     """
-    from flexbert.config.model import FlexBertConfig  # the model config is optional for export-only use
-
     where = f" in {source}" if source else ""
     hf = dict(hf)
     if hf.get("model_type") != "modernbert":

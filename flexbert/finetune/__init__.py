@@ -14,6 +14,6 @@ __all__ = ["FinetuneConfig", "finetune"]
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Run one fine-tuning job (see flexbert.finetune.run.finetune)."""
-    from flexbert.finetune.run import finetune as _finetune
+    from flexbert.finetune.run import finetune as _finetune  # import cost: Composer loads only when a fine-tuning run starts
 
     return _finetune(cfg)

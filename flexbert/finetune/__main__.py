@@ -19,7 +19,9 @@ import sys
 from typing import Any
 
 from flexbert.config.strict import ConfigError, decode
+from flexbert.config.strict import to_plain
 from flexbert.finetune.config import FinetuneConfig
+from flexbert.outputs import check_output_dir
 
 # CLI flag -> FinetuneConfig field; a flag left out keeps the dataclass default.
 _FLAGS = [
@@ -72,8 +74,6 @@ def load_config(args: argparse.Namespace, given: dict[str, Any]) -> FinetuneConf
     if args.config:
         from omegaconf import OmegaConf
 
-        from flexbert.config.strict import to_plain
-
         loaded = to_plain(OmegaConf.load(args.config))
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config} must hold a mapping of fine-tuning keys")
@@ -116,19 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     args, given = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from flexbert.data.tokenizer import TokenizerError
-    from flexbert.finetune.data import DataError
-    from flexbert.finetune.model_loading import CheckpointError
+    from flexbert.data.tokenizer import TokenizerError  # import cost: --help answers without torch
+    from flexbert.finetune.data import DataError  # import cost: --help answers without torch
+    from flexbert.finetune.model_loading import CheckpointError  # import cost: --help answers without torch
 
     try:
         cfg = load_config(args, given)
         if cfg.output:  # before any work: never an input's path, never a file, creatable
-            from flexbert.outputs import check_output_dir
-
             check_output_dir(cfg.output, replaces=False, inputs=[
                 ("--checkpoint", cfg.checkpoint), ("--train", cfg.train), ("--validation", cfg.validation),
                 ("--test", cfg.test), ("--tokenizer", cfg.tokenizer), ("--config", args.config)])
-        from flexbert.finetune.run import finetune
+        from flexbert.finetune.run import finetune  # import cost: --help answers without torch
 
         results = finetune(cfg)
     except (ConfigError, DataError, CheckpointError, TokenizerError, FileNotFoundError, ValueError) as e:

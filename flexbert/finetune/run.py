@@ -18,9 +18,12 @@ from typing import Any, Sequence
 
 import torch
 
+from flexbert.config.optim import OptimizerConfig, SchedulerConfig
+from flexbert.data.tokenizer import check_vocab_fits, load_tokenizer
 from flexbert.finetune.config import FinetuneConfig
 from flexbert.finetune.data import (EncodedDataset, Example, build_label_map, collate, encode, label_ids,
-                                    majority_label, read_examples)
+                            majority_label, read_examples)
+from flexbert.finetune.model_loading import build_classifier, find_tokenizer, load_pretrained
 from flexbert.outputs import atomic_write_text
 
 __all__ = ["finetune", "TaskData", "load_task_data", "majority_baseline"]
@@ -55,7 +58,7 @@ def load_task_data(cfg: FinetuneConfig) -> TaskData:
 
 def majority_baseline(train_ids: Sequence[int], eval_ids: Sequence[int], num_labels: int) -> dict[str, float]:
     """Accuracy and macro F1 of always predicting the most frequent training class."""
-    from flexbert.finetune.composer_model import task_metrics
+    from flexbert.finetune.composer_model import task_metrics  # import cost: Composer loads at training only
 
     guess = majority_label(train_ids)
     target = torch.tensor(list(eval_ids))
@@ -122,12 +125,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run one fine-tuning job; return the results dict (also written to cfg.output/results.json)."""
     from composer import Evaluator, Trainer
 
-    from flexbert.config.optim import OptimizerConfig, SchedulerConfig
-    from flexbert.data.tokenizer import check_vocab_fits, load_tokenizer
-    from flexbert.finetune.composer_model import SequenceClassificationComposerModel
-    from flexbert.finetune.model_loading import build_classifier, find_tokenizer, load_pretrained
-    from flexbert.train.optim import build_optimizer
-    from flexbert.train.schedulers import build_scheduler
+    from flexbert.finetune.composer_model import SequenceClassificationComposerModel  # import cost: Composer loads at training only
+    from flexbert.train.optim import build_optimizer  # import cost: Composer loads at training only
+    from flexbert.train.schedulers import build_scheduler  # import cost: Composer loads at training only
 
     data = load_task_data(cfg)  # bad data fails here, before any weights are read
     pre = load_pretrained(cfg.checkpoint)

@@ -24,6 +24,7 @@ import random
 import re
 import sys
 from pathlib import Path
+from flexbert.outputs import atomic_output_dir, check_output_dir
 
 __all__ = ["build_prose_vs_code", "snippets_from"]
 
@@ -52,7 +53,7 @@ def snippets_from(text: str, rng: random.Random, n_max: int, min_words: int, max
 
 
 def _read_corpus(path: Path) -> list[dict]:
-    from flexbert.finetune.data import DataError
+    from flexbert.finetune.data import DataError  # import cost: building the task data needs no torch
 
     if not path.is_file():
         raise DataError(f"{path}: no such file; build it with python data_prep/demo_corpus.py --output data/demo")
@@ -97,8 +98,6 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
     Returns the summary: snippets per split and label, documents per split, and the majority
     baseline (the most frequent training label and its accuracy on each split).
     """
-    from flexbert.outputs import atomic_output_dir, check_output_dir
-
     out = check_output_dir(output, inputs=[("--corpus", corpus)], overwrite=overwrite)
     if not 1 <= min_words <= max_words:
         raise ValueError(f"need 1 <= --min-words <= --max-words, got {min_words} and {max_words}")

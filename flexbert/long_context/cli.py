@@ -18,6 +18,8 @@ import time
 from typing import Optional
 
 from flexbert.long_context.settings import PROBES, ProbeSettings
+from flexbert.long_context.tables import results_markdown
+from flexbert.outputs import check_output_dir
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -113,12 +115,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.environ.setdefault(var, "1")
     import torch
 
-    from flexbert.long_context.corpus import HeldOutError
-    from flexbert.long_context.loading import ModelLoadError, checkpoint_path, load_model
-    from flexbert.long_context.probes import ProbeError
-    from flexbert.long_context.runner import evaluate_model, write_outputs
-    from flexbert.long_context.tables import results_markdown
-    from flexbert.outputs import check_output_dir
+    from flexbert.long_context.corpus import HeldOutError  # import cost: --help answers without torch
+    from flexbert.long_context.loading import ModelLoadError, checkpoint_path, load_model  # import cost: --help answers without torch
+    from flexbert.long_context.probes import ProbeError  # import cost: --help answers without torch
+    from flexbert.long_context.runner import evaluate_model, write_outputs  # import cost: --help answers without torch
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     try:

@@ -15,6 +15,10 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
+from flexbert.long_context.plotting import plot_comparison
+from flexbert.long_context.tables import comparison_markdown
+from flexbert.outputs import atomic_write_text
+from flexbert.outputs import check_output_dir
 
 __all__ = ["find_results", "load_results", "probe_score", "compare", "main"]
 
@@ -49,10 +53,6 @@ def probe_score(run_dir: str | os.PathLike, metric: str) -> Optional[float]:
 
 def compare(runs: Sequence[tuple[str, dict[str, Any]]], out_dir: str | os.PathLike, title: str = "") -> dict[str, str]:
     """Write comparison.md / .png / .json for labelled results; returns the paths."""
-    from flexbert.long_context.plotting import plot_comparison
-    from flexbert.long_context.tables import comparison_markdown
-    from flexbert.outputs import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": str(out / "comparison.md"), "plot": str(out / "comparison.png"),
@@ -80,7 +80,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if labels is None:  # the save folder's name, skipping the fixed `long_context` folder
             labels = [(f.parent.parent if f.parent.name == "long_context" else f.parent).name for f in files]
         runs = [(label, json.loads(f.read_text())) for label, f in zip(labels, files)]
-        from flexbert.outputs import check_output_dir
 
         check_output_dir(args.output, inputs=[("RESULT", [str(f) for f in files])], replaces=False, name="--output")
     except (FileNotFoundError, ValueError) as e:

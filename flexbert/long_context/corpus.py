@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+from flexbert.config.loading import read_run
+from flexbert.data.readers import InputError, expand_inputs, iter_documents
+from flexbert.data.tokenizer import TokenizerError, load_tokenizer
+from flexbert.errors import ConfigError
 
 __all__ = ["HeldOut", "HeldOutError", "read_mds_folder", "read_text_corpus", "heldout_folders_from_config",
            "load_heldout", "heldout_from_arrays"]
@@ -163,9 +167,6 @@ def read_text_corpus(paths: Sequence[str | os.PathLike], tokenizer_dir: str | os
     Returns:
         (id arrays, the tokenizer's special ids).
     """
-    from flexbert.data.readers import InputError, expand_inputs, iter_documents
-    from flexbert.data.tokenizer import TokenizerError, load_tokenizer
-
     try:
         info = load_tokenizer(tokenizer_dir)
         files = expand_inputs(paths)
@@ -216,12 +217,9 @@ def heldout_folders_from_config(config_file: str | os.PathLike) -> list[Path]:
     Raises:
         HeldOutError: no held-out data in the config, a remote-only stream, or folders not found.
     """
-    from flexbert.config.loading import load_run_config
-    from flexbert.config.strict import ConfigError
-
     config_file = Path(config_file)
     try:
-        cfg = load_run_config(str(config_file)).cfg
+        cfg = read_run(str(config_file)).cfg  # the data sections only: no model config needed
     except (ConfigError, OSError) as e:
         raise HeldOutError(f"cannot read the run config {config_file} to find its held-out data ({e}); "
                            "pass the corpus explicitly (--corpus)") from None

@@ -9,7 +9,7 @@ MODEL may be:
 * a Hugging Face ModernBERT folder (`config.json` + weights, `flexbert.export.load_hf`).
 
 The last three kinds and all weight reading go through the project's loader
-(`flexbert.finetune.model_loading.load_pretrained`, built on `flexbert.export`): safetensors or
+(`flexbert.export.pretrained.load_pretrained`): safetensors or
 `torch.load(weights_only=True)` only, strict key and shape checks.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Optional
+from flexbert.export.pretrained import CheckpointError, find_tokenizer, load_pretrained
 
 __all__ = ["LoadedModel", "newest_checkpoint", "checkpoint_path", "load_model", "ModelLoadError"]
 
@@ -90,8 +91,6 @@ def load_model(path: str | os.PathLike, *, tokenizer: Optional[str] = None) -> L
     Raises:
         ModelLoadError: nothing loadable there, or weights that do not fit the config (named).
     """
-    from flexbert.finetune.model_loading import CheckpointError, find_tokenizer, load_pretrained
-
     p = Path(path)
     target = checkpoint_path(p)
     kind = "save_folder" if target != p else None

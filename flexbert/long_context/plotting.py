@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from typing import Any, Sequence
+from flexbert.outputs import atomic_write_bytes
 
 __all__ = ["plot_results", "plot_comparison"]
 
@@ -22,8 +23,6 @@ def _plt():
 
 
 def _save(fig, path: str) -> None:
-    from flexbert.outputs import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())

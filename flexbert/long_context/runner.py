@@ -15,11 +15,13 @@ from typing import Any, Callable, Optional
 import torch
 
 from flexbert.long_context.corpus import HeldOut, load_heldout
+from flexbert.long_context.plotting import plot_results
 from flexbert.long_context.probes import (SpecialIds, build_mlm_distance, build_passkey, build_position_docs)
 from flexbert.long_context.scoring import score_documents
 from flexbert.long_context.settings import ProbeSettings
 from flexbert.long_context.summary import (flat_scores, summarize_mlm_distance, summarize_passkey,
-                                           summarize_positions)
+                                   summarize_positions)
+from flexbert.outputs import atomic_write_text
 
 __all__ = ["run_probes", "evaluate_model", "model_info", "special_ids_of", "write_outputs", "RESULTS_FILE", "PLOT_FILE", "FORMAT_VERSION"]
 
@@ -144,13 +146,9 @@ def _json_safe(obj: Any) -> Any:
 
 def write_outputs(results: dict[str, Any], out_dir: str | os.PathLike, *, title: str = "", plot: bool = True) -> dict[str, str]:
     """Write results.json (and long_context.png) into `out_dir`, each atomically; returns their paths."""
-    from flexbert.outputs import atomic_write_text
-
     os.makedirs(out_dir, exist_ok=True)
     paths = {"results": os.path.join(out_dir, RESULTS_FILE)}
     if plot:
-        from flexbert.long_context.plotting import plot_results
-
         paths["plot"] = os.path.join(out_dir, PLOT_FILE)
         plot_results(results, paths["plot"], title=title)
     atomic_write_text(paths["results"], json.dumps(_json_safe(results), indent=2) + "\n")

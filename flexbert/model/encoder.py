@@ -21,6 +21,7 @@ from flexbert.model.init import init_weights
 from flexbert.model.layers import build_layer, layout_has_final_norm
 from flexbert.model.norms import build_norm
 from flexbert.model.packing import PackedInputs, pack_inputs, repad
+from flexbert.model.registries import check_block_names
 
 __all__ = ["FlexBertModel"]
 
@@ -38,6 +39,7 @@ class FlexBertModel(nn.Module):
             init: initialise weights with config.init; wrappers that init the whole model pass False.
         """
         super().__init__()
+        check_block_names(config)  # every block name, the kernel's too, before anything is built
         self.config = config
         self.embeddings = build_embeddings(config)
         self.layers = nn.ModuleList(build_layer(config, i, spec) for i, spec in enumerate(config.layer_types()))

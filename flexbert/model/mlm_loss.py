@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flexbert.config.strict import ConfigError
-from flexbert.registry import Registry
+from flexbert.errors import ConfigError
+from flexbert.model.registries import MLM_LOSSES
 
 __all__ = ["MLM_LOSSES", "MLMLossKernel", "MLMLossResult", "AUTO_ORDER", "IGNORE_INDEX", "resolve_mlm_loss",
            "masked_lm_loss", "chunked_linear_cross_entropy", "default_chunk_rows", "compute_dtype"]
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 #: The fp32 logits block of one chunk is at most this many elements (128 MiB), at least 64 rows.
 CHUNK_ELEMENTS = 1 << 25
-
-MLM_LOSSES: Registry[type["MLMLossKernel"]] = Registry("MLM loss kernel")
 
 
 def masked_lm_loss(logits_MV: torch.Tensor, labels_M: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,9 @@ import random
 import sys
 import time
 from typing import Any
+from flexbert.outputs import atomic_write_text
+from flexbert.outputs import check_output_dir
+from flexbert.retrieval.dataset import build_dataset, default_source, read_split
 
 __all__ = ["main", "run"]
 
@@ -50,8 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _load_pairs(args: argparse.Namespace) -> tuple[list[dict], list[dict], str]:
-    from flexbert.retrieval.dataset import build_dataset, default_source, read_split
-
     if args.data:
         return read_split(args.data, "train"), read_split(args.data, args.eval_split), args.data
     sources = args.source or [default_source()]
@@ -64,8 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Export, fine-tune and evaluate; returns the results dict (also written to --output)."""
     import torch
 
-    from flexbert.retrieval.model import retriever_from_checkpoint
-    from flexbert.retrieval.train_eval import evaluate_retrieval, train_retriever
+    from flexbert.retrieval.model import retriever_from_checkpoint  # import cost: --help answers without torch
+    from flexbert.retrieval.train_eval import evaluate_retrieval, train_retriever  # import cost: --help answers without torch
 
     train, test, data_desc = _load_pairs(args)
     if args.max_train is not None and len(train) > args.max_train:
@@ -88,8 +89,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "train": history, "test": metrics, "seconds": round(time.time() - t0, 1),
                "downstream": downstream, "score": downstream["value"]}
     if args.output:
-        from flexbert.outputs import atomic_write_text
-
         atomic_write_text(os.path.join(args.output, "results.json"), json.dumps(results, indent=2) + "\n")
     return results
 
@@ -110,13 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from flexbert.data.tokenizer import TokenizerError
-    from flexbert.finetune.model_loading import CheckpointError
+    from flexbert.data.tokenizer import TokenizerError  # import cost: --help answers without torch
+    from flexbert.export.pretrained import CheckpointError  # import cost: --help answers without torch
 
     try:
         if args.output:  # before any work: never an input's path, never a file, creatable
-            from flexbert.outputs import check_output_dir
-
             check_output_dir(args.output, replaces=False, inputs=[
                 ("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer), ("--data", args.data),
                 ("--source", args.source)])

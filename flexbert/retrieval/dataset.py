@@ -39,6 +39,8 @@ import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+from flexbert.outputs import atomic_write_text
+from flexbert.outputs import check_output_dir
 
 __all__ = ["Pair", "SPLITS", "DEFAULT_EXCLUDE", "summary_line", "extract_pairs", "split_of", "build_dataset",
            "read_split", "default_source"]
@@ -212,8 +214,6 @@ def build_dataset(sources: Sequence[str | os.PathLike], *, min_words: int = 4,
 
 def write_dataset(splits: dict[str, list[Pair]], summary: dict, output: str | os.PathLike) -> Path:
     """OUTPUT/{train,validation,test}.jsonl and summary.json, each written atomically (flexbert.outputs)."""
-    from flexbert.outputs import atomic_write_text
-
     out = Path(output)
     for s in SPLITS:
         atomic_write_text(out / f"{s}.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s]))
@@ -237,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=int, default=4, help="minimum words in the summary line (default 4)")
     p.add_argument("--exclude", nargs="*", default=list(DEFAULT_EXCLUDE), help="folder names to skip")
     args = p.parse_args(argv)
-    from flexbert.outputs import check_output_dir
 
     try:
         check_output_dir(args.output, inputs=[("--source", args.source)], replaces=False)

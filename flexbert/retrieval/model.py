@@ -1,6 +1,6 @@
 """A FlexBERT checkpoint as a single-vector sentence-transformers retriever (mean pooling).
 
-Any checkpoint `flexbert.finetune` accepts (Composer ``.pt`` with ``config.yaml`` beside it,
+Any checkpoint `flexbert.export.pretrained` loads (Composer ``.pt`` with ``config.yaml`` beside it,
 FlexBERT folder, Hugging Face ModernBERT folder) is loaded as a FlexBertForMaskedLM and written
 to a temporary Hugging Face ModernBERT folder with `flexbert.export.save_hf` (tokenizer
 included), which ``sentence_transformers`` then reads as ``Transformer(folder) + Pooling(mean)``.
@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from flexbert.export import save_hf
+from flexbert.export.pretrained import find_tokenizer, load_pretrained
+from flexbert.model import FlexBertForMaskedLM
 
 __all__ = ["set_offline", "export_for_retrieval", "build_retriever", "retriever_from_checkpoint"]
 
@@ -40,12 +43,8 @@ def export_for_retrieval(checkpoint: str | os.PathLike, dest: str | os.PathLike,
     """Write `checkpoint` (or a fresh model of its config) as an HF ModernBERT folder at `dest`.
 
     Returns a dict describing what was written (kind, tokenizer folder, random_init).
-    Raises flexbert.finetune.model_loading.CheckpointError for unusable checkpoints.
+    Raises flexbert.export.pretrained.CheckpointError for unusable checkpoints.
     """
-    from flexbert.export import save_hf
-    from flexbert.finetune.model_loading import find_tokenizer, load_pretrained
-    from flexbert.model import FlexBertForMaskedLM
-
     pre = load_pretrained(checkpoint)
     tok_dir = find_tokenizer(pre, tokenizer)
     model = pre.model

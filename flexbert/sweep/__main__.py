@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from flexbert.config.strict import ConfigError
+from flexbert.errors import ConfigError
 from flexbert.outputs import check_output_dir, check_output_file
 from flexbert.sweep.collect import collect, status_of
 from flexbert.sweep.expand import expand, launch_argv

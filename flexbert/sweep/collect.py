@@ -23,7 +23,10 @@ import re
 import statistics
 from typing import Any, Iterable, Optional
 
+from flexbert.long_context.compare import probe_score
+from flexbert.sweep.expand import format_value
 from flexbert.sweep.io import read_json
+from flexbert.train.flops import count_params
 
 __all__ = ["parse_console_log", "read_metrics_jsonl", "load_series", "summarize", "collect_run", "collect", "COLUMNS", "KEYS", "status_of"]
 
@@ -149,11 +152,9 @@ def _params(sweep, run, cache: dict) -> dict[str, Optional[int]]:
     """Parameter counts from the run's model config (FlexBERT's loader and count_params)."""
     if run.variant not in cache:
         try:
-            from flexbert.config.loading import load_run_config
-            from flexbert.sweep.expand import format_value
-            from flexbert.train.flops import count_params
+            from flexbert.train.loading import load_run  # import cost: torch loads only to count a run's parameters
 
-            loaded = load_run_config(sweep.base, [f"{k}={format_value(v)}" for k, v in run.overrides])
+            loaded = load_run(sweep.base, [f"{k}={format_value(v)}" for k, v in run.overrides])
             counts = count_params(loaded.model_cfg)
             cache[run.variant] = {"params_total": counts["total"], "params_encoder": counts["encoder"]}
         except Exception:  # a non-FlexBERT base config (custom command): no counts, not an error
@@ -192,8 +193,6 @@ def collect_run(sweep, run, params_cache: Optional[dict] = None) -> dict[str, An
     if metric not in row:  # a raw logged key used as the metric: its final value
         row[metric] = _final(series.get(metric, {}))
         if row[metric] is None and metric.startswith("long_context/"):  # else from the probes' results.json
-            from flexbert.long_context.compare import probe_score
-
             row[metric] = probe_score(run.run_dir, metric)
     row["metrics_source"] = source
     row["eval_curve"] = sorted(series.get(KEYS["eval_loss"], {}).items())

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from flexbert.config.strict import ConfigError
+from flexbert.errors import ConfigError
 from flexbert.outputs import atomic_write_text
 from flexbert.sweep.collect import collect_run, status_of
 from flexbert.sweep.expand import RunPlan, format_value, launch_argv, script_line
@@ -34,7 +34,7 @@ def validate_runs(sweep: Sweep, runs: list[RunPlan]) -> None:
     """Load each variant's config with FlexBERT's strict loader; raise naming the run on error."""
     if not sweep.spec.validate:
         return
-    from flexbert.config.loading import load_run_config
+    from flexbert.train.loading import load_run  # import cost: torch loads only when FlexBERT runs are validated
 
     seen = set()
     for run in runs:
@@ -42,7 +42,7 @@ def validate_runs(sweep: Sweep, runs: list[RunPlan]) -> None:
             continue
         seen.add(run.variant)
         try:
-            load_run_config(sweep.base, [f"{k}={format_value(v)}" for k, v in run.overrides])
+            load_run(sweep.base, [f"{k}={format_value(v)}" for k, v in run.overrides])
         except ConfigError as e:
             raise ConfigError(
                 f"run '{run.variant}' of sweep {sweep.source}: {e} (set `validate: false` for a non-FlexBERT command)"

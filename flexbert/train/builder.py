@@ -16,10 +16,34 @@ import tempfile
 from typing import Any, Optional
 
 import torch
+from composer import Evaluator, Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor
+from composer.utils import dist, reproducibility
 
 from flexbert.config.loading import LoadedRun
-from flexbert.config.strict import ConfigError
+from flexbert.data.loader import build_eval_loader, build_train_loader
+from flexbert.data.tokenizer import TokenizerError, load_tokenizer
+from flexbert.errors import ConfigError
+from flexbert.export import save_hf
+from flexbert.model import FlexBertForMaskedLM
+from flexbert.model.attention.kernels import resolve_kernel
+from flexbert.model.registries import check_block_names
+from flexbert.outputs import atomic_write_text
+from flexbert.train.callbacks import build_callback
+from flexbert.train.checkpoint_hygiene import set_aside_unconfirmed_checkpoints
+from flexbert.train.composer_model import FlexBertComposerModel, packed_data_spec
+from flexbert.train.data_state import LoaderState
+from flexbert.train.flops import flops_per_token
+from flexbert.train.jsonl_logger import JsonlLogger
+from flexbert.train.optim import build_optimizer
+from flexbert.train.phases import initial_weights, load_phase_optimizer, load_phase_weights
+from flexbert.train.resume import (
+    check_same_architecture, check_save_folder_architecture, optimizer_hyperparameters,
+    reapply_hyperparameters, resume_point,
+)
 from flexbert.train.run_checks import check_run
+from flexbert.train.schedulers import build_scheduler
 
 __all__ = ["BuiltRun", "preflight", "check_attention_kernel", "build_trainer", "finish_run", "write_config_atomically", "DEFAULT_CALLBACKS"]
 
@@ -44,8 +68,6 @@ class BuiltRun:
 # checks before heavy work
 # ---------------------------------------------------------------------------------------------
 def _world_size() -> int:
-    from composer.utils import dist
-
     return dist.get_world_size()  # reads WORLD_SIZE before the process group exists
 
 
@@ -54,7 +76,6 @@ def _check_tokenizer(cfg: Any, mcfg: Any) -> dict[str, int]:
     ids = {"pad": mcfg.pad_token_id, "cls": mcfg.cls_token_id, "sep": mcfg.sep_token_id, "mask": mcfg.mask_token_id}
     if not cfg.tokenizer:
         return dict(ids, unk=mcfg.pad_token_id)
-    from flexbert.data.tokenizer import TokenizerError, load_tokenizer
 
     if not os.path.exists(cfg.tokenizer):
         raise ConfigError(f"tokenizer folder {cfg.tokenizer} does not exist (key 'tokenizer')")
@@ -123,8 +144,6 @@ def check_attention_kernel(cfg: Any, mcfg: Any, device: str) -> str:
     Raises:
         ConfigError: naming the kernel and its reason.
     """
-    from flexbert.model.attention.kernels import resolve_kernel
-
     torch_device, dtype = torch.device("cuda" if device == "gpu" else "cpu"), _COMPUTE_DTYPES[cfg.precision]
     kernel = resolve_kernel(mcfg.attn_backend, torch_device, dtype, needs_dropout=mcfg.attention_dropout > 0.0,
                             needs_backward=True, head_dim=mcfg.head_dim)
@@ -143,8 +162,9 @@ def preflight(loaded: LoadedRun, world_size: Optional[int] = None) -> dict[str, 
         cfg.world_batch_checks(world_size)
     except ValueError as e:
         raise ConfigError(f"{loaded.source}: {e}") from None
+    check_block_names(mcfg, loaded.source)  # before the kernel check: a misspelt attn_backend names the file
     check_attention_kernel(cfg, mcfg, _device(cfg))
-    check_run(cfg, mcfg)  # schedule vs max_duration, callback names, export_hf
+    check_run(cfg, mcfg, loaded.source)  # block names, schedule vs max_duration, callback names, export_hf
     ids = _check_tokenizer(cfg, mcfg)
     _check_data_paths(cfg)
     if cfg.save_folder:
@@ -166,8 +186,6 @@ def write_config_atomically(text: str, folder: str, name: str = "config.yaml") -
 
     The file gets 0o666 less the umask, like every output (flexbert.outputs), not mkstemp's 0o600.
     """
-    from flexbert.outputs import atomic_write_text
-
     atomic_write_text(os.path.join(folder, name), text)
     return os.path.join(folder, name)
 
@@ -184,8 +202,6 @@ def _device(cfg: Any) -> str:
 
 
 def _loaders(cfg: Any, mcfg: Any, ids: dict[str, int], world_size: int) -> tuple[Any, Any]:
-    from flexbert.data.loader import build_eval_loader, build_train_loader
-
     special = [ids["pad"], ids["cls"], ids["sep"], ids["mask"], ids["unk"]]
     common = dict(special_ids=special, mask_token_id=ids["mask"], vocab_size=mcfg.vocab_size, pad_token_id=ids["pad"])
     mb = cfg.device_train_microbatch_size
@@ -211,10 +227,6 @@ def _loaders(cfg: Any, mcfg: Any, ids: dict[str, int], world_size: int) -> tuple
 
 
 def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
-    from flexbert.train.callbacks import build_callback
-    from flexbert.train.data_state import LoaderState
-    from flexbert.train.flops import flops_per_token
-
     wanted: dict[str, dict[str, Any]] = {name: {} for name in DEFAULT_CALLBACKS}
     # Defaults that depend on the run; a run's own options for a callback override them.
     wanted["nan_guard"] = {"on_nan": cfg.on_nan}
@@ -230,8 +242,6 @@ def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
     except ValueError as e:  # unknown name or option: ConfigError already names callbacks.<name>
         raise ConfigError(str(e)) from None
     out.append(LoaderState(train_loader))  # exact resume; not optional
-    from composer.callbacks import LRMonitor
-
     out.append(LRMonitor())  # lr-<Optimizer>/group<i> every batch: the schedule actually applied
     return out
 
@@ -239,8 +249,8 @@ def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
 def _loggers(cfg: Any) -> list[Any]:
     out = []
     if cfg.loggers.wandb is not None:
-        import wandb.sdk.wandb_run
-        from composer.loggers import WandBLogger
+        import wandb.sdk.wandb_run  # optional: wandb
+        from composer.loggers import WandBLogger  # optional: wandb (imported by this logger)
 
         run_cls = wandb.sdk.wandb_run.Run
         if not hasattr(run_cls, "get_url"):  # Composer 0.32 calls run.get_url(), removed in wandb 0.31
@@ -249,8 +259,6 @@ def _loggers(cfg: Any) -> list[Any]:
         out.append(WandBLogger(project=w.project, entity=w.entity, group=w.group, tags=w.tags or None,
                                init_kwargs={"mode": w.mode, "name": cfg.run_name}))
     if cfg.loggers.jsonl:
-        from flexbert.train.jsonl_logger import JsonlLogger
-
         path = cfg.loggers.jsonl
         if cfg.save_folder and not os.path.isabs(path):
             path = os.path.join(cfg.save_folder, path)
@@ -260,19 +268,6 @@ def _loggers(cfg: Any) -> list[Any]:
 
 def build_trainer(loaded: LoadedRun) -> BuiltRun:
     """Preflight, then build model, data, optimizer and the Composer Trainer."""
-    from composer import Evaluator, Trainer
-    from composer.utils import dist, reproducibility
-
-    from flexbert.model import FlexBertForMaskedLM
-    from flexbert.train.composer_model import FlexBertComposerModel, packed_data_spec
-    from flexbert.train.optim import build_optimizer
-    from flexbert.train.phases import initial_weights, load_phase_optimizer, load_phase_weights
-    from flexbert.train.resume import (
-        check_same_architecture, check_save_folder_architecture, optimizer_hyperparameters,
-        reapply_hyperparameters, resume_point,
-    )
-    from flexbert.train.schedulers import build_scheduler
-
     cfg, mcfg = loaded.cfg, loaded.model_cfg
     world_size = _world_size()
     ids = preflight(loaded, world_size)
@@ -305,13 +300,9 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
                                     device_eval_microbatch_size=cfg.device_eval_batch_size))
     algorithms = []
     if cfg.optimizer.gradient_clipping is not None:
-        from composer.algorithms import GradientClipping
-
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.optimizer.gradient_clipping))
 
     if cfg.save_folder and cfg.autoresume:  # a crash while saving must not block the resume
-        from flexbert.train.checkpoint_hygiene import set_aside_unconfirmed_checkpoints
-
         set_aside_unconfirmed_checkpoints(cfg.save_folder, dist.get_global_rank())
     load_path = cfg.load_path
     if dist.get_global_rank() == 0:
@@ -377,13 +368,10 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
 
 def finish_run(run: BuiltRun) -> Optional[str]:
     """After `fit`: export to Hugging Face format when `export_hf` is set (rank 0). Returns the folder."""
-    from composer.utils import dist
-
     cfg = run.loaded.cfg
     run.trainer.close()
     if not cfg.export_hf or dist.get_global_rank() != 0:
         return None
-    from flexbert.export import save_hf
 
     model = run.composer_model.model
     save_hf(model.cpu().float(), cfg.export_hf, tokenizer=cfg.tokenizer, overwrite=True)

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from composer.core import DataSpec
 from composer.models import ComposerModel
 from torchmetrics import Metric
+from flexbert.data.batching import num_samples as rows_in
+from flexbert.data.batching import num_tokens as tokens_in
+from flexbert.data.batching import split_packed_batch
 
 __all__ = ["FlexBertComposerModel", "MaskedAccuracy", "MaskedLoss", "Perplexity", "packed_data_spec"]
 
@@ -51,11 +54,11 @@ class MaskedAccuracy(Metric):
         self.add_state("correct", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.update_rows(logits.argmax(-1), None, labels)
-
-    def update_rows(self, predictions: torch.Tensor, token_loss: torch.Tensor | None, labels: torch.Tensor) -> None:
-        """From per-row argmax predictions (the chunked MLM loss returns them without logits)."""
+    def update(self, logits: torch.Tensor | None, labels: torch.Tensor, predictions: torch.Tensor | None = None,
+               token_loss: torch.Tensor | None = None) -> None:
+        """From logits, or from per-row argmax `predictions` (the chunked MLM loss returns them, no logits)."""
+        if predictions is None:
+            predictions = logits.argmax(-1)
         self.correct += (predictions == labels).sum().float()
         self.total += labels.numel()
 
@@ -73,14 +76,13 @@ class MaskedLoss(Metric):
         self.add_state("sum_loss", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        if labels.numel():
+    def update(self, logits: torch.Tensor | None, labels: torch.Tensor, predictions: torch.Tensor | None = None,
+               token_loss: torch.Tensor | None = None) -> None:
+        """From logits, or from per-row fp32 `token_loss` (the chunked MLM loss returns it, no logits)."""
+        if token_loss is not None:
+            self.sum_loss += token_loss.sum().double()
+        elif labels.numel():
             self.sum_loss += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-        self.total += labels.numel()
-
-    def update_rows(self, predictions: torch.Tensor, token_loss: torch.Tensor, labels: torch.Tensor) -> None:
-        """From per-row fp32 losses (the chunked MLM loss returns them without logits)."""
-        self.sum_loss += token_loss.sum().double()
         self.total += labels.numel()
 
     def compute(self) -> torch.Tensor:
@@ -130,8 +132,9 @@ class FlexBertComposerModel(ComposerModel):
 
     def update_metric(self, batch: Any, outputs: Any, metric: Metric) -> None:
         rows = _scored_rows(outputs)
-        if rows is not None and hasattr(metric, "update_rows"):
-            metric.update_rows(*rows)  # no logits made: the chunked loss never materialised them
+        if rows is not None and isinstance(metric, MaskedAccuracy | MaskedLoss):
+            predictions, token_loss, labels = rows  # no logits made: the chunked loss never materialised them
+            metric.update(None, labels, predictions=predictions, token_loss=token_loss)
             return
         logits, labels = _masked_logits_labels(outputs, batch)
         metric.update(logits.detach(), labels)
@@ -154,10 +157,6 @@ def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec
     tokens so that Composer can weight microbatches by masked tokens
     (`accumulate_train_batch_on_tokens`), making accumulation equal to one big batch.
     """
-    from flexbert.data.batching import num_samples as rows_in
-    from flexbert.data.batching import num_tokens as tokens_in
-    from flexbert.data.batching import split_packed_batch
-
     def get_tokens(batch: Mapping[str, Any]) -> dict[str, int]:
         return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE).sum())}
 

@@ -19,6 +19,12 @@ from typing import Any
 
 from flexbert.config.loading import LoadedRun
 from flexbert.config.optim import parse_time
+from flexbert.data.packer import BatchSizeWarmup
+from flexbert.errors import ConfigError
+from flexbert.model.registries import check_block_names
+from flexbert.train.builder import check_attention_kernel
+from flexbert.train.flops import count_params, flops_per_token
+from flexbert.train.schedulers import lr_multiplier_at
 
 __all__ = ["schedule_table", "dry_run_report", "simulate_steps"]
 
@@ -38,8 +44,6 @@ class Timeline:
 
 
 def _rows_at(cfg: Any, tokens_done: int) -> int:
-    from flexbert.data.packer import BatchSizeWarmup
-
     warm = cfg.batch_size_warmup
     rule = BatchSizeWarmup(
         max_rows=cfg.global_train_batch_size,
@@ -83,8 +87,6 @@ def _step_at_tokens(tl: Timeline, cfg: Any, t: int) -> float:
 
 def schedule_table(loaded: LoadedRun, points: int = 11) -> list[dict[str, Any]]:
     """Rows of the schedule table at `points` evenly spaced token counts over the run."""
-    from flexbert.train.schedulers import lr_multiplier_at
-
     cfg, mcfg = loaded.cfg, loaded.model_cfg
     tl = simulate_steps(cfg)
     total_tokens = tl.tokens[-1]
@@ -127,9 +129,6 @@ def _kernel_on_this_machine(cfg: Any, mcfg: Any) -> tuple[str | None, str | None
     """(the attention kernel training would use on the device this machine would use, why none can), or (None, None)."""
     import torch
 
-    from flexbert.config.strict import ConfigError
-    from flexbert.train.builder import check_attention_kernel
-
     device = cfg.device if cfg.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     if device == "gpu" and not torch.cuda.is_available():
         return None, None  # a GPU run checked on a machine without one: nothing to say about its kernel here
@@ -141,9 +140,8 @@ def _kernel_on_this_machine(cfg: Any, mcfg: Any) -> tuple[str | None, str | None
 
 def dry_run_report(loaded: LoadedRun) -> str:
     """The full dry-run text: resolved config, sizes, FLOPs, schedule table."""
-    from flexbert.train.flops import count_params, flops_per_token
-
     cfg, mcfg = loaded.cfg, loaded.model_cfg
+    check_block_names(mcfg, loaded.source)  # a misspelt block name: one config error, no report
     counts = count_params(mcfg)
     fpt = flops_per_token(mcfg, cfg.data.max_seq_len, cfg.data.mlm_probability)
     lines = [f"# resolved config ({loaded.source})", loaded.to_yaml().rstrip(), ""]

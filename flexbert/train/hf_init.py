@@ -1,6 +1,7 @@
 """Continued pretraining from a Hugging Face ModernBERT folder (`init_from: {hf: DIR}`).
 
-The model config comes from the folder's config.json (`flexbert.export.config_from_hf`): sizes,
+The model config comes from the folder's config.json (`flexbert.export.read_hf_config`, the one
+reader of an HF folder's config, shared with `load_hf`): sizes,
 both RoPE thetas, the local window, the global-layer period, norms, biases and token ids are
 HF's. The run's `model:` section may still set keys that do not change the shape of any weight
 (dropouts, `attn_backend`, `max_position_embeddings`, thetas for a context extension,
@@ -21,13 +22,16 @@ Imports neither Composer nor transformers.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
-from flexbert.config.strict import ConfigError
+from flexbert.config.model import FlexBertConfig
+from flexbert.data.tokenizer import load_tokenizer, round_up
+from flexbert.errors import ConfigError
+from flexbert.export.hf import read_hf_config
+from flexbert.export.io import read_weights
 
 __all__ = ["SHAPE_KEYS", "hf_model_config", "hf_weights", "resize_vocab"]
 
@@ -41,21 +45,11 @@ SHAPE_KEYS = (
 _EMBED = "model.embeddings.tok_embeddings.weight"
 
 
-def _read_hf_config(folder: str) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
+def hf_model_config(folder: str, overrides: Mapping[str, Any], tokenizer: Optional[str] = None) -> FlexBertConfig:
+    """The FlexBertConfig of a continued-pretraining run: HF config.json <- safe run overrides."""
+    if not (Path(folder) / "config.json").is_file():
         raise ConfigError(f"init_from.hf {folder} has no config.json; point it at a Hugging Face ModernBERT folder "
                           "(e.g. a downloaded answerdotai/ModernBERT-base)")
-    return json.loads(path.read_text())
-
-
-def hf_model_config(folder: str, overrides: Mapping[str, Any], tokenizer: Optional[str] = None):
-    """The FlexBertConfig of a continued-pretraining run: HF config.json <- safe run overrides."""
-    from flexbert.config.model import FlexBertConfig
-    from flexbert.data.tokenizer import load_tokenizer, round_up
-    from flexbert.export.mapping import config_from_hf
-
-    hf = _read_hf_config(folder)
     overrides = dict(overrides or {})
     if "preset" in overrides:
         raise ConfigError("model.preset cannot be used with init_from.hf: the model config comes from "
@@ -69,7 +63,7 @@ def hf_model_config(folder: str, overrides: Mapping[str, Any], tokenizer: Option
     if tok_dir:
         tok_info = load_tokenizer(tok_dir)
     mask = overrides.get("mask_token_id", tok_info.mask_id if tok_info is not None else None)
-    base = config_from_hf(hf, mask_token_id=mask, source=f"{folder}/config.json")
+    base = read_hf_config(folder, mask_token_id=mask)
     known = {f.name for f in dataclasses.fields(FlexBertConfig)}
     for key, value in overrides.items():
         if key not in known:
@@ -111,10 +105,8 @@ def resize_vocab(weights: dict[str, torch.Tensor], vocab_size: int, tied: bool) 
     return out
 
 
-def hf_weights(folder: str, model_cfg: Any) -> dict[str, torch.Tensor]:
+def hf_weights(folder: str, model_cfg: FlexBertConfig) -> dict[str, torch.Tensor]:
     """The HF folder's weights with FlexBERT names, tied decoder dropped, vocabulary grown to the model's."""
-    from flexbert.export.io import read_weights
-
     sd = dict(read_weights(folder))
     tied = bool(model_cfg.tie_word_embeddings)
     if tied:

@@ -26,6 +26,9 @@ from typing import Any
 import torch
 
 from flexbert import checkpoint_reader
+from flexbert.config.model import load_model_config
+from flexbert.train.hf_init import hf_model_config, hf_weights
+from flexbert.train.tiling import tile_weights
 
 __all__ = ["read_checkpoint", "checkpoint_model_weights", "load_phase_weights", "load_phase_optimizer", "initial_weights"]
 
@@ -107,8 +110,6 @@ def load_phase_optimizer(state: Any, ckpt: dict[str, Any]) -> None:
 
 def _small_config_beside(path: str) -> Any:
     """The model config of a checkpoint: the `model:` section of config.yaml in its folder."""
-    from flexbert.config.model import load_model_config
-
     cfg_file = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
     if not os.path.isfile(cfg_file):
         raise ValueError(f"init_from.tile needs the source model's config: {cfg_file} does not exist "
@@ -124,8 +125,6 @@ def initial_weights(init: Any, model: torch.nn.Module) -> tuple[dict[str, torch.
     """
     cfg = model.config
     if init.hf:
-        from flexbert.train.hf_init import hf_model_config, hf_weights
-
         if not init.tile:
             return hf_weights(init.hf, cfg), None, init.hf
         small_cfg = hf_model_config(init.hf, {}, None)
@@ -138,7 +137,6 @@ def initial_weights(init: Any, model: torch.nn.Module) -> tuple[dict[str, torch.
         small_cfg = _small_config_beside(init.path)
         small = checkpoint_model_weights(ckpt)
         source, ckpt = init.path, None
-    from flexbert.train.tiling import tile_weights
 
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tiled = tile_weights(small, small_cfg, cfg, large_names=shapes)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
-from flexbert.config.strict import ConfigError
+from flexbert.errors import ConfigError
 
 __all__ = ["RemotePath", "remote_paths", "check_remote_paths", "S3_TIMEOUT_S"]
 

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from flexbert.checkpoint_reader import CheckpointError, model_state_dict, read_checkpoint, strip_prefixes
-from flexbert.config.strict import ConfigError
+from flexbert.config.model import load_model_config
+from flexbert.errors import ConfigError
 
 __all__ = ["RUNTIME_ONLY_MODEL_KEYS", "ResumePoint", "resume_point", "check_same_architecture",
            "check_save_folder_architecture", "intact_latest_checkpoint", "optimizer_hyperparameters",
@@ -138,8 +139,6 @@ def _model_diff(saved: Any, run: Any) -> list[str]:
 
 
 def _saved_model_config(folder: str | os.PathLike) -> Any | None:
-    from flexbert.config.model import load_model_config
-
     path = Path(folder) / "config.yaml"
     if not path.is_file():
         return None

@@ -1,6 +1,7 @@
 """Checks of a run that can be made before step 0, without data or a model: each one fails in
 preflight (and so in `--dry-run`) rather than minutes or days into the run.
 
+* every block name of the model (`model.norm`, `model.mlp`, `model.attn_backend`, ...) is registered;
 * the LR schedule is a registered one, its keys are what it requires, and it fits the run (`max_duration=4ba` on a config with a 20-batch warmup and a decay);
 * every callback named under `callbacks:` exists, including ones turned off with `false`;
 * `export_hf` can be written: the model is exportable, the folder is creatable and it is not (and
@@ -12,15 +13,26 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from flexbert.config.model import FlexBertConfig
 from flexbert.config.optim import parse_time
-from flexbert.config.strict import ConfigError
+from flexbert.config.run import RunConfig
+from flexbert.errors import ConfigError
+from flexbert.export.mapping import hf_refusals
+from flexbert.model.registries import check_block_names
+from flexbert.outputs import OutputError, check_output_dir
+from flexbert.train.callbacks import CALLBACKS
 from flexbert.train.remote_checks import check_remote_paths
+from flexbert.train.schedulers import check_schedule_config, lr_multiplier_at
 
-__all__ = ["check_run", "check_schedule", "check_callback_names", "check_export_hf", "check_remote_paths"]
+__all__ = ["check_run", "check_block_names", "check_schedule", "check_callback_names", "check_export_hf", "check_remote_paths"]
 
 
-def check_run(cfg: Any, mcfg: Any) -> None:
-    """All of the checks below, in the order a user would fix them; the first failing one raises."""
+def check_run(cfg: RunConfig, mcfg: FlexBertConfig, source: str | None = None) -> None:
+    """All of the checks below, in the order a user would fix them; the first failing one raises.
+
+    `source` (the run file) is named in the block-name error when given.
+    """
+    check_block_names(mcfg, source)
     check_schedule(cfg)
     check_callback_names(cfg)
     check_export_hf(cfg, mcfg)
@@ -34,8 +46,6 @@ def check_schedule(cfg: Any) -> None:
     against batches) cannot be compared before the run and are left to the scheduler. A warmup longer
     than a short smoke run is allowed: the LR then simply stays below its peak.
     """
-    from flexbert.train.schedulers import check_schedule_config, lr_multiplier_at
-
     check_schedule_config(cfg.scheduler)  # a registered name, and what that schedule requires
     end, unit = parse_time(cfg.max_duration, "max_duration")
     try:
@@ -48,8 +58,6 @@ def check_schedule(cfg: Any) -> None:
 
 def check_callback_names(cfg: Any) -> None:
     """Every key under `callbacks:` names a registered callback (a misspelt `NAME: false` is not ignored)."""
-    from flexbert.train.callbacks import CALLBACKS
-
     for name in cfg.callbacks:
         if name not in CALLBACKS:
             CALLBACKS.get(name, f"callbacks.{name}")  # raises ConfigError with the choices and the closest
@@ -60,14 +68,10 @@ def check_export_hf(cfg: Any, mcfg: Any) -> None:
     folder = cfg.export_hf
     if not folder:
         return
-    from flexbert.export.mapping import hf_refusals
-
     reasons = hf_refusals(mcfg)
     if reasons:
         raise ConfigError(f"export_hf {folder}: this model cannot be exported to Hugging Face ModernBERT: "
                           + "; ".join(reasons) + "; set export_hf: null to keep it in FlexBERT format")
-    from flexbert.outputs import OutputError, check_output_dir
-
     try:  # the export replaces the folder at the end of the run: it must not hold anything the run reads
         check_output_dir(folder, inputs=_run_inputs(cfg), overwrite=True, name="export_hf")
     except OutputError as e:

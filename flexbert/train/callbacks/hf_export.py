@@ -80,7 +80,7 @@ class HFExport(Callback):
         out_dir = os.path.join(self._root(state), self.subfolder, name)
         with self._gather_context(state):
             if dist.get_global_rank() == 0:
-                from flexbert.export import save_hf  # lazy: transformers lives only in flexbert.export
+                from flexbert.export import save_hf  # import cost: the model and export modules load only when an export runs
 
                 os.makedirs(out_dir, exist_ok=True)
                 save_hf(_unwrap(state.model), out_dir, tokenizer=self.tokenizer)

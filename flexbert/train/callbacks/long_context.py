@@ -88,7 +88,7 @@ class LongContextProbes(Callback):
                                "on the saved checkpoint instead")
         if dist.get_global_rank() != 0 or self._heldout is not None:
             return
-        from flexbert.long_context.corpus import load_heldout
+        from flexbert.long_context.corpus import load_heldout  # import cost: only runs using this callback load it
 
         cfg = _unwrap(state.model).config
         self._heldout = load_heldout(self.corpus, special_ids={cfg.pad_token_id, cfg.cls_token_id, cfg.sep_token_id,
@@ -120,7 +120,7 @@ class LongContextProbes(Callback):
 
     def fit_end(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() == 0:
-            from flexbert.long_context.runner import run_probes, special_ids_of, write_outputs
+            from flexbert.long_context.runner import run_probes, special_ids_of, write_outputs  # import cost: only runs using this callback load it
 
             model = _unwrap(state.model)
             cfg = model.config

@@ -17,17 +17,15 @@ import logging
 
 import torch
 
-from flexbert.config.strict import ConfigError
+from flexbert.errors import ConfigError
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
-from flexbert.registry import Registry
+from flexbert.model.registries import KERNELS
 
 __all__ = ["KERNELS", "AttentionKernel", "PackedSeqInfo", "resolve_kernel", "AUTO_ORDER"]
 
 log = logging.getLogger(__name__)
 
-KERNELS: Registry[type[AttentionKernel]] = Registry("attention kernel")
-
-# Registration happens on import of each kernel module (they import KERNELS from here).
+# Registration happens on import of each kernel module (they import KERNELS from flexbert.model.registries).
 from flexbert.model.attention.kernels import eager, sdpa  # noqa: E402,F401
 
 for _optional in ("flex", "flash", "torch_flash"):  # written separately; absent modules are skipped

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.registries import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
 
 __all__ = ["EagerKernel", "host_cu_seqlens"]

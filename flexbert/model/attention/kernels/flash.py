@@ -14,7 +14,7 @@ import importlib.util
 import torch
 from packaging.version import InvalidVersion, Version
 
-from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.registries import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason, flash_head_dim_reason
 
 __all__ = ["FlashAttnKernel"]

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.registries import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
 
 __all__ = ["FlexKernel", "BLOCK_SIZE", "build_block_mask", "document_ids"]

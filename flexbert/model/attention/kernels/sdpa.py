@@ -29,8 +29,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.registries import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.kernels.eager import host_cu_seqlens
 
 __all__ = ["SdpaKernel", "dense_layout", "dense_mask", "dense_gather_index", "dense_additive_mask", "sdpa_plan",
            "block_rows", "blocked_additive_mask", "MAX_PER_DOC_CALLS"]
@@ -129,8 +130,6 @@ def sdpa_plan(seqs: PackedSeqInfo, window: int | None) -> str:
     key = f"sdpa:plan:{window}"
     plan = seqs.cache.get(key)
     if plan is None:
-        from flexbert.model.attention.kernels.eager import host_cu_seqlens
-
         bounds = host_cu_seqlens(seqs)
         lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
         T, D, L = bounds[-1], len(lengths), seqs.max_seqlen
@@ -195,8 +194,6 @@ def _blocked(q_TNH, k_TNH, v_TNH, seqs, window, dropout_p, scale):
 
 def _per_doc(q_TNH, k_TNH, v_TNH, seqs, dropout_p, scale):
     """The per_doc layout (global layers): one unmasked SDPA call per document on views of the pack."""
-    from flexbert.model.attention.kernels.eager import host_cu_seqlens
-
     bounds = host_cu_seqlens(seqs)
     lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
     outs = []

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from flexbert.model.attention.kernels import KERNELS
+from flexbert.model.registries import KERNELS
 from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, flash_hardware_reason, flash_head_dim_reason
 
 __all__ = ["TorchFlashKernel"]
