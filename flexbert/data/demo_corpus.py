@@ -23,7 +23,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
+from flexbert.outputs import atomic_write_json, check_output_dir, install_output_dir, prepare_output_dir
 
 __all__ = ["collect_documents", "build_demo"]
 
@@ -214,10 +214,9 @@ def build_demo(
             "seed": seed,
             "max_mb": max_mb,
         }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
         # The nested summary names the temporary folder; point it at the final one.
-        conv_file = tmp / "mds" / "summary.json"
-        conv_file.write_text(json.dumps(_renamed(conv, str(tmp), str(out)), indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "mds" / "summary.json", _renamed(conv, str(tmp), str(out)))
         install_output_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -97,7 +97,7 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
     Returns the summary: snippets per split and label, documents per split, and the majority
     baseline (the most frequent training label and its accuracy on each split).
     """
-    from flexbert.outputs import atomic_output_dir, check_output_dir
+    from flexbert.outputs import atomic_output_dir, atomic_write_json, check_output_dir
 
     out = check_output_dir(output, inputs=[("--corpus", corpus)], overwrite=overwrite)
     if not 1 <= min_words <= max_words:
@@ -128,7 +128,7 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
         for split, rs in rows.items():
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rs)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
     return summary
 
 

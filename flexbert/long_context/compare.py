@@ -51,7 +51,7 @@ def compare(runs: Sequence[tuple[str, dict[str, Any]]], out_dir: str | os.PathLi
     """Write comparison.md / .png / .json for labelled results; returns the paths."""
     from flexbert.long_context.plotting import plot_comparison
     from flexbert.long_context.tables import comparison_markdown
-    from flexbert.outputs import atomic_write_text
+    from flexbert.outputs import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def compare(runs: Sequence[tuple[str, dict[str, Any]]], out_dir: str | os.PathLi
              "json": str(out / "comparison.json")}
     plot_comparison(runs, paths["plot"], title=title)
     atomic_write_text(paths["markdown"], comparison_markdown(runs))
-    atomic_write_text(paths["json"], json.dumps({label: res.get("scores", {}) for label, res in runs}, indent=2) + "\n")
+    atomic_write_json(paths["json"], {label: res.get("scores", {}) for label, res in runs})
     return paths
 
 

@@ -6,7 +6,6 @@ filesystem. `write_outputs` writes `results.json` and `long_context.png` atomica
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -144,7 +143,7 @@ def _json_safe(obj: Any) -> Any:
 
 def write_outputs(results: dict[str, Any], out_dir: str | os.PathLike, *, title: str = "", plot: bool = True) -> dict[str, str]:
     """Write results.json (and long_context.png) into `out_dir`, each atomically; returns their paths."""
-    from flexbert.outputs import atomic_write_text
+    from flexbert.outputs import atomic_write_json
 
     os.makedirs(out_dir, exist_ok=True)
     paths = {"results": os.path.join(out_dir, RESULTS_FILE)}
@@ -153,5 +152,5 @@ def write_outputs(results: dict[str, Any], out_dir: str | os.PathLike, *, title:
 
         paths["plot"] = os.path.join(out_dir, PLOT_FILE)
         plot_results(results, paths["plot"], title=title)
-    atomic_write_text(paths["results"], json.dumps(_json_safe(results), indent=2) + "\n")
+    atomic_write_json(paths["results"], _json_safe(results))
     return paths

@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "train": history, "test": metrics, "seconds": round(time.time() - t0, 1),
                "downstream": downstream, "score": downstream["value"]}
     if args.output:
-        from flexbert.outputs import atomic_write_text
+        from flexbert.outputs import atomic_write_json
 
-        atomic_write_text(os.path.join(args.output, "results.json"), json.dumps(results, indent=2) + "\n")
+        atomic_write_json(os.path.join(args.output, "results.json"), results)
     return results
 
 

@@ -212,12 +212,13 @@ def build_dataset(sources: Sequence[str | os.PathLike], *, min_words: int = 4,
 
 def write_dataset(splits: dict[str, list[Pair]], summary: dict, output: str | os.PathLike) -> Path:
     """OUTPUT/{train,validation,test}.jsonl and summary.json, each written atomically (flexbert.outputs)."""
-    from flexbert.outputs import atomic_write_text
+    from flexbert.outputs import atomic_file, atomic_write_json
 
     out = Path(output)
     for s in SPLITS:
-        atomic_write_text(out / f"{s}.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s]))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        with atomic_file(out / f"{s}.jsonl") as f:
+            f.writelines(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s])
+    atomic_write_json(out / "summary.json", summary)
     return out
 
 
