@@ -14,10 +14,11 @@ import types
 import typing
 from typing import Any, Iterable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from flexbert.config.strict import ConfigError, decode, unknown_key
+from flexbert.config.yaml_file import read_yaml_mapping
 
 __all__ = ["LoadedRun", "load_run_config", "parse_overrides", "check_keys", "resolved_dict"]
 
@@ -95,24 +96,12 @@ def parse_overrides(overrides: Iterable[str]) -> Any:
         raise ConfigError(f"cannot parse command-line overrides {items}: {e}") from None
 
 
-def _read_yaml(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise ConfigError(f"run config file {path} does not exist")
-    try:
-        node = OmegaConf.load(path)
-    except Exception as e:  # yaml.ScannerError and friends: say which file
-        raise ConfigError(f"cannot read {path}: {e}") from None
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{path} must hold a mapping of run keys at the top level")
-    return node
-
-
 def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
     """Load, merge and validate a run; raises ConfigError naming the key, file and fix."""
     from flexbert.config.model import load_model_config
     from flexbert.config.run import RunConfig
 
-    file_node = _read_yaml(path)
+    file_node = read_yaml_mapping(path, "run config")
     check_keys(RunConfig, OmegaConf.to_container(file_node, resolve=False), path)
     cli_node = parse_overrides(overrides)
     check_keys(RunConfig, OmegaConf.to_container(cli_node, resolve=False), COMMAND_LINE)

@@ -172,16 +172,9 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from omegaconf import OmegaConf  # a dependency; imported lazily to keep `import flexbert` light
+    from flexbert.config.yaml_file import read_yaml_mapping  # imports omegaconf: lazily, to keep `import flexbert` light
 
-    if not path.is_file():
-        raise ConfigError(f"model config file {path} does not exist")
-    data = to_plain(OmegaConf.load(path))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
+    return to_plain(read_yaml_mapping(path, "model config"))
 
 
 def _model_section(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], str]:
