@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from flexbert.config.overrides import apply_list_item_overrides, split_list_item_overrides
 from flexbert.config.strict import ConfigError, decode, unknown_key
 from flexbert.config.yaml_file import read_yaml_mapping
 
@@ -103,14 +104,16 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> LoadedRun:
 
     file_node = read_yaml_mapping(path, "run config")
     check_keys(RunConfig, OmegaConf.to_container(file_node, resolve=False), path)
-    cli_node = parse_overrides(overrides)
+    plain, list_items = split_list_item_overrides(overrides, file_node, parse_overrides)  # data.streams.0.local=...
+    cli_node = parse_overrides(plain)
     check_keys(RunConfig, OmegaConf.to_container(cli_node, resolve=False), COMMAND_LINE)
     merged = OmegaConf.merge(file_node, cli_node)
+    apply_list_item_overrides(merged, list_items, parse_overrides)  # their keys are checked by the decoder
     try:
         data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:  # a broken ${interpolation}
         raise ConfigError(f"cannot resolve {path}: {e}") from None
-    source = f"{path} (with command-line overrides)" if len(cli_node) else path
+    source = f"{path} (with command-line overrides)" if len(cli_node) or list_items else path
 
     model_section = data.pop("model", None) or {}
     cfg = decode(RunConfig, data, source=source)
