@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flexbert.config.strict import ConfigError, closest, decode, to_plain
+from flexbert.resources import yamls_dir
 
 __all__ = ["FlexBertConfig", "LayerSpec", "load_model_config", "PRESET_DIR", "preset_names"]
 
-# The repository root is the parent of the `flexbert` package directory.
-PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "yamls" / "models"
+# yamls/models/ of a checkout, or the copy inside an installed wheel (flexbert.resources).
+PRESET_DIR = yamls_dir() / "models"
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
