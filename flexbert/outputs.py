@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ import shutil
 import stat
 import uuid
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Tuple, Union
 
 __all__ = [
     "OutputError",
@@ -46,6 +47,10 @@ __all__ = [
     "install_output_dir",
     "atomic_write_bytes",
     "atomic_write_text",
+    "atomic_write_json",
+    "atomic_file",
+    "atomic_symlink",
+    "set_aside",
     "remove_stale",
     "pid_alive",
 ]
@@ -345,12 +350,14 @@ def atomic_output_dir(output: PathLike, *, inputs: Inputs = (), overwrite: bool 
 
 
 # --- writing a file ---------------------------------------------------------------------------
-def atomic_write_bytes(path: PathLike, data: bytes, *, mode: int = 0o666) -> None:
-    """Write `data` to `path` through a temporary file beside it, then rename.
+@contextlib.contextmanager
+def atomic_file(path: PathLike, *, text: bool = True, mode: int = 0o666) -> Iterator[IO]:
+    """Yield a file open for writing under a temporary name beside `path`; on success it becomes `path`.
 
-    A reader never sees a half-written file, and an interrupted write leaves the previous
-    version in place. The file gets `mode` less the umask (0o666: rw for whom the umask allows;
-    0o777 for scripts). The folder is created when missing.
+    For streaming writes (one line at a time) that should still appear whole or not at all:
+    any exception inside the block deletes the temporary file and leaves a previous `path` as it
+    was. `text` opens it as UTF-8 text, else binary. The file gets `mode` less the umask (0o666:
+    rw for whom the umask allows; 0o777 for scripts). The folder is created when missing.
     """
     path = Path(path)
     path.absolute().parent.mkdir(parents=True, exist_ok=True)
@@ -358,8 +365,8 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, mode: int = 0o666) -> Non
     tmp = _temp_name(path.absolute(), "tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -369,7 +376,48 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, mode: int = 0o666) -> Non
         raise
 
 
+def atomic_write_bytes(path: PathLike, data: bytes, *, mode: int = 0o666) -> None:
+    """Write `data` to `path` through a temporary file beside it, then rename (:func:`atomic_file`).
+
+    A reader never sees a half-written file, and an interrupted write leaves the previous
+    version in place.
+    """
+    with atomic_file(path, text=False, mode=mode) as f:
+        f.write(data)
+
+
 def atomic_write_text(path: PathLike, text: str, *, mode: int = 0o666) -> None:
     """Atomic UTF-8 text write; see :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
+
+def atomic_write_json(path: PathLike, obj: Any, *, sort_keys: bool = False, default: Any = None,
+                      ensure_ascii: bool = True) -> None:
+    """Atomically write `obj` as JSON indented by 2, with a final newline (every JSON file we write)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=default,
+                                       ensure_ascii=ensure_ascii) + "\n")
+
+
+def atomic_symlink(target: str, link: PathLike) -> None:
+    """Point the symlink `link` at `target`, replacing an existing `link` in one rename."""
+    link = Path(link)
+    remove_stale(link)
+    tmp = _temp_name(link.absolute(), "tmp")
+    tmp.symlink_to(target)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def set_aside(path: PathLike, suffix: str) -> Path:
+    """Rename `path` to `path` + `suffix` (replacing one of that name) and return the new path.
+
+    For files kept rather than deleted, such as a checkpoint that cannot be read.
+    """
+    path = Path(path)
+    aside = path.with_name(path.name + suffix)
+    os.replace(path, aside)
+    return aside

@@ -7,9 +7,14 @@
 4. prints held-out MLM accuracy next to the majority-token baseline (always predicting the
    most frequent token among the masked positions of the held-out set).
 Extra arguments are run-config overrides, e.g. `python -m flexbert.quickstart max_duration=50ba`.
+
+It works in a checkout and from an installed wheel (also as `flexbert-quickstart`): data/demo and
+runs/demo are written under --workdir, by default the repository root in a checkout and the current
+folder otherwise. A short smoke run: `--corpus-mb 0.25 --vocab-size 512 max_duration=4ba`.
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import subprocess
@@ -22,17 +27,22 @@ from flexbert.train.builder import build_trainer, finish_run
 from flexbert.train.composer_model import FlexBertComposerModel, _masked_logits_labels
 from flexbert.train.loading import load_run
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_YAML = REPO / "yamls" / "demo.yaml"
+from flexbert.resources import checkout_root, shipped_yaml
+
+DEMO_YAML = shipped_yaml("demo.yaml")
 
 
-def ensure_demo_data(root: Path = REPO / "data" / "demo") -> None:
-    """Run data_prep/demo_corpus.py unless tokenizer and shards already exist."""
+def ensure_demo_data(root: Path, corpus_mb: float = 4.0, vocab_size: int = 4096) -> None:
+    """Build the demo corpus, tokenizer and shards in `root` (data_prep/demo_corpus.py) unless they exist."""
     if (root / "tokenizer").is_dir() and (root / "mds" / "train" / "index.json").is_file():
         return
     print(f"building the demo corpus in {root} ...", flush=True)
-    subprocess.run([sys.executable, str(REPO / "data_prep" / "demo_corpus.py"), "--output", str(root), "--no-progress"],
-                   check=True, cwd=REPO)
+    # A process of its own: the data prep command sets up logging for itself, not for this run.
+    env = dict(os.environ)
+    if checkout_root() is not None:  # an uninstalled checkout: let the child import this flexbert from any folder
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout_root()), env.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-m", "flexbert.data.cli.demo_corpus", "--output", str(root), "--no-progress",
+                    "--max-mb", str(corpus_mb), "--vocab-size", str(vocab_size)], check=True, env=env)
 
 
 @torch.no_grad()
@@ -48,10 +58,26 @@ def heldout_accuracy(model: torch.nn.Module, loader) -> tuple[float, float, int]
     return correct / max(total, 1), counts.most_common(1)[0][1] / max(total, 1), total
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    root = checkout_root()
+    p = argparse.ArgumentParser(prog="python -m flexbert.quickstart", description=__doc__.splitlines()[0])
+    p.add_argument("overrides", nargs="*", help="run-config overrides of yamls/demo.yaml, e.g. max_duration=50ba")
+    p.add_argument("--workdir", type=Path, default=root or Path.cwd(),
+                   help="where data/demo and runs/demo go (default: the repository root in a checkout, "
+                        "else the current folder)")
+    p.add_argument("--corpus-mb", type=float, default=4.0,
+                   help="demo corpus size when it is built (default 4; 0.25 for a smoke run)")
+    p.add_argument("--vocab-size", type=int, default=4096,
+                   help="demo tokenizer ids when it is built (default 4096, the model's vocab_size; 512 for a smoke run)")
+    return p.parse_intermixed_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.chdir(REPO)  # the demo YAML's paths are relative to the repository
-    ensure_demo_data()
-    loaded = load_run(str(DEMO_YAML), list(argv if argv is not None else sys.argv[1:]))
+    args = parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.workdir)  # the demo YAML's paths (data/demo, runs/demo) are relative to it
+    ensure_demo_data(Path("data") / "demo", args.corpus_mb, args.vocab_size)
+    loaded = load_run(str(DEMO_YAML), args.overrides)
     run = build_trainer(loaded)
     run.trainer.fit()
     export_dir = finish_run(run)

@@ -44,10 +44,6 @@ class StreamConfig:
             if getattr(self, k) < 0:
                 raise ValueError(f"stream '{self.local}': {k} must be >= 0, got {getattr(self, k)}")
 
-    def with_split(self, split: str | None) -> "StreamConfig":
-        """Return a copy reading `split` instead (used to derive eval streams from train streams)."""
-        return dataclasses.replace(self, split=split)
-
 
 @dataclass
 class DataConfig:

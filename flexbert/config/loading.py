@@ -20,13 +20,14 @@ import types
 import typing
 from typing import Any, Callable, Iterable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from flexbert.config.model import FlexBertConfig, load_model_config
+from flexbert.config.overrides import apply_list_item_overrides, split_list_item_overrides
 from flexbert.config.run import RunConfig
 from flexbert.config.strict import decode, unknown_key
-from flexbert.config.yaml_file import load_yaml_file
+from flexbert.config.yaml_file import read_yaml_mapping
 from flexbert.errors import ConfigError
 
 __all__ = ["LoadedRun", "RunSections", "load_run_config", "read_run", "assemble_run", "hf_init_folder",
@@ -118,25 +119,20 @@ def parse_overrides(overrides: Iterable[str]) -> Any:
         raise ConfigError(f"cannot parse command-line overrides {items}: {e}") from None
 
 
-def _read_yaml(path: str) -> Any:
-    node = load_yaml_file(path, "run config")
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"{path} must hold a mapping of run keys at the top level")
-    return node
-
-
 def read_run(path: str, overrides: Iterable[str] = ()) -> RunSections:
     """Read, merge and decode a run's sections; the model section is checked for unknown keys only."""
-    file_node = _read_yaml(path)
+    file_node = read_yaml_mapping(path, "run config")
     check_keys(RunConfig, OmegaConf.to_container(file_node, resolve=False), path)
-    cli_node = parse_overrides(overrides)
+    plain, list_items = split_list_item_overrides(overrides, file_node, parse_overrides)  # data.streams.0.local=...
+    cli_node = parse_overrides(plain)
     check_keys(RunConfig, OmegaConf.to_container(cli_node, resolve=False), COMMAND_LINE)
     merged = OmegaConf.merge(file_node, cli_node)
+    apply_list_item_overrides(merged, list_items, parse_overrides)  # their keys are checked by the decoder
     try:
         data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:  # a broken ${interpolation}
         raise ConfigError(f"cannot resolve {path}: {e}") from None
-    source = f"{path} (with command-line overrides)" if len(cli_node) else path
+    source = f"{path} (with command-line overrides)" if len(cli_node) or list_items else path
     model_section = data.pop(MODEL_KEY, None) or {}
     if not isinstance(model_section, Mapping):
         raise ConfigError(f"'{MODEL_KEY}' in {source} must be a mapping of model keys, got {model_section!r}")

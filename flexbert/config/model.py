@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flexbert.config.strict import decode, to_plain
-from flexbert.config.yaml_file import load_yaml_file
+from flexbert.config.yaml_file import read_yaml_mapping
 from flexbert.errors import ConfigError, closest
+from flexbert.resources import yamls_dir
 
 __all__ = ["FlexBertConfig", "LayerSpec", "load_model_config", "PRESET_DIR", "preset_names"]
 
-# The repository root is the parent of the `flexbert` package directory.
-PRESET_DIR = Path(__file__).resolve().parent.parent.parent / "yamls" / "models"
+# yamls/models/ of a checkout, or the copy inside an installed wheel (flexbert.resources).
+PRESET_DIR = yamls_dir() / "models"
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -166,12 +167,7 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    data = to_plain(load_yaml_file(path, "model config"))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
+    return to_plain(read_yaml_mapping(path, "model config"))
 
 
 def _model_section(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], str]:

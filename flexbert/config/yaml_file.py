@@ -12,7 +12,7 @@ from typing import Any
 
 from flexbert.errors import ConfigError
 
-__all__ = ["load_yaml_file"]
+__all__ = ["load_yaml_file", "read_yaml_mapping"]
 
 
 def load_yaml_file(path: str | os.PathLike, what: str) -> Any:
@@ -30,6 +30,16 @@ def load_yaml_file(path: str | os.PathLike, what: str) -> Any:
     except (yaml.YAMLError, OmegaConfBaseException, OSError, UnicodeDecodeError) as e:
         detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise ConfigError(f"cannot read {what} file {path}: {detail}") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str) -> Any:
+    """`load_yaml_file` for a file that must hold a mapping at the top level (a run, a model file, a preset)."""
+    from omegaconf import DictConfig  # import cost: as in load_yaml_file
+
+    node = load_yaml_file(path, what)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{what} file {path} must hold a mapping of keys at the top level, got {type(node).__name__}")
+    return node
 
 
 def _syntax_error(path: str | os.PathLike, e: Any) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -34,7 +33,7 @@ import numpy as np
 
 from flexbert.data.readers import BadInput, Document, InputError, expand_inputs, iter_documents
 from flexbert.data.tokenizer import TokenizerInfo, load_tokenizer
-from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
+from flexbert.outputs import atomic_write_json, check_output_dir, install_output_dir, prepare_output_dir
 
 __all__ = [
     "ConvertConfig", "convert", "is_validation", "format_summary", "encode_documents", "SHARD_HASHES",
@@ -329,7 +328,7 @@ def convert(cfg: ConvertConfig) -> dict:
             w.finish()
         elapsed = time.perf_counter() - start
         summary = _summary(cfg, info, files, sink.stats, skipped, examples, elapsed, out)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
         install_output_dir(tmp, out)
     except BaseException:
         for w in writers.values():

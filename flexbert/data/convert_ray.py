@@ -67,9 +67,7 @@ from flexbert.data.convert import (
 )
 from flexbert.data.readers import BadInput, InputError, Piece, RemoteFile, expand_any, file_kind, filesystem_for, is_url, iter_documents
 from flexbert.data.tokenizer import TokenizerInfo, load_tokenizer
-from flexbert.outputs import check_output_dir
-from flexbert.outputs import install_output_dir
-from flexbert.outputs import atomic_write_text
+from flexbert.outputs import atomic_write_text, check_output_dir, install_output_dir
 
 __all__ = ["RayOptions", "convert_ray", "plan_parts"]
 
@@ -342,11 +340,9 @@ def run_part(job: dict, cfg: ConvertConfig, info: TokenizerInfo, part: dict) -> 
             w.finish()
         if not where.remote:
             for split in writers:
-                dst = where.url(split, name)
-                if os.path.exists(dst):
-                    shutil.rmtree(dst)  # left by an attempt killed after its rename, before its record
+                dst = where.url(split, name)  # may exist: left by an attempt killed after its rename, before its record
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.rename(os.path.join(attempt, split), dst)
+                install_output_dir(os.path.join(attempt, split), dst)
         record = {
             "status": "done", "part": k, "splits": sorted(writers), "stats": {s: st.to_json() for s, st in sink.stats.items()},
             "skipped": dict(skipped), "examples": examples, "host": socket.gethostname(), "pid": os.getpid(),

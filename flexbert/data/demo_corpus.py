@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flexbert.data.convert import ConvertConfig, convert
 from flexbert.data.tokenizer import train_tokenizer
-from flexbert.outputs import check_output_dir, install_output_dir, prepare_output_dir
+from flexbert.outputs import atomic_write_json, check_output_dir, install_output_dir, prepare_output_dir
 
 __all__ = ["collect_documents", "build_demo"]
 
@@ -213,10 +213,9 @@ def build_demo(
             "seed": seed,
             "max_mb": max_mb,
         }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
         # The nested summary names the temporary folder; point it at the final one.
-        conv_file = tmp / "mds" / "summary.json"
-        conv_file.write_text(json.dumps(_renamed(conv, str(tmp), str(out)), indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "mds" / "summary.json", _renamed(conv, str(tmp), str(out)))
         install_output_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

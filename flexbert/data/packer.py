@@ -394,9 +394,7 @@ class SequencePacker:
         self._pending_tokens = int(offsets[-1])
         for k in self._COUNTERS:
             setattr(self, k, int(state[k]))
-        # States saved before arrival numbers existed: treat the pending documents as just arrived.
-        arrival = state.get("buffer_arrival")
-        self._seq = arrival.tolist() if arrival is not None else [self.samples_consumed] * len(lengths)
+        self._seq = state["buffer_arrival"].tolist()
 
     def extend(self, docs: Iterable[np.ndarray]) -> None:
         """Push several documents (convenience for tests and benchmarks)."""

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from flexbert.data.readers import BadInput, InputError, expand_inputs, iter_documents
-from flexbert.outputs import atomic_output_dir, check_output_dir
+from flexbert.outputs import atomic_output_dir, atomic_write_json, check_output_dir
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -276,7 +276,7 @@ def train_tokenizer(
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         tok.save(str(tmp / "tokenizer.json"))
         for fname, content in _hf_config_files(model_max_length).items():
-            (tmp / fname).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+            atomic_write_json(tmp / fname, content)
     log.info("tokenizer with %d ids (%d learned, %d reserved) saved to %s", target, learned, len(unused), output)
     return load_tokenizer(output)
 

@@ -22,7 +22,7 @@ from flexbert.config.model import FlexBertConfig, load_model_config
 from flexbert.export.io import read_weights
 from flexbert.export.mapping import ExportError, config_from_hf, config_to_hf
 from flexbert.model import FlexBertForMaskedLM
-from flexbert.outputs import atomic_output_dir, check_output_dir
+from flexbert.outputs import atomic_output_dir, atomic_write_json, check_output_dir
 
 __all__ = ["save_hf", "load_hf", "read_hf_config", "hf_state_dict", "save_flexbert", "load_flexbert", "load_state_strict", "TOKENIZER_FILES"]
 
@@ -136,7 +136,7 @@ def _portable_tokenizer_class(path: Path) -> None:
     portable = _PORTABLE_TOKENIZER_CLASS.get(config.get("tokenizer_class"))
     if portable is not None:
         config["tokenizer_class"] = portable
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_json(path, config, ensure_ascii=False)
 
 
 def save_hf(model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any = None, *,
@@ -166,7 +166,7 @@ def save_hf(model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any =
     check_output_dir(out_dir, inputs=inputs, overwrite=overwrite)  # fail before the (possibly long) work
     hf_cfg, tensors = hf_state_dict(model, dtype)
     with atomic_output_dir(out_dir, inputs=inputs, overwrite=overwrite) as tmp:
-        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(tmp / "config.json", hf_cfg, sort_keys=True)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         written = ["config.json", "model.safetensors"]
         if tokenizer is not None:

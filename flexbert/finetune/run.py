@@ -8,7 +8,6 @@ and its tokenizer -> tokenize -> build the classifier (encoder copied, head new)
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from flexbert.finetune.config import FinetuneConfig
 from flexbert.finetune.data import (EncodedDataset, Example, build_label_map, collate, encode, label_ids,
                             majority_label, read_examples)
 from flexbert.finetune.model_loading import build_classifier, find_tokenizer, load_pretrained
-from flexbert.outputs import atomic_write_text
+from flexbert.outputs import atomic_write_json
 
 __all__ = ["finetune", "TaskData", "load_task_data", "majority_baseline"]
 
@@ -217,6 +216,6 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
     }
     if cfg.output:
-        atomic_write_text(os.path.join(cfg.output, "results.json"), json.dumps(results, indent=2) + "\n")
+        atomic_write_json(os.path.join(cfg.output, "results.json"), results)
     return results
 

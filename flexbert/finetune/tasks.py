@@ -24,7 +24,7 @@ import random
 import re
 import sys
 from pathlib import Path
-from flexbert.outputs import atomic_output_dir, check_output_dir
+from flexbert.outputs import atomic_output_dir, atomic_write_json, check_output_dir
 
 __all__ = ["build_prose_vs_code", "snippets_from"]
 
@@ -127,7 +127,7 @@ def build_prose_vs_code(corpus: str | os.PathLike, output: str | os.PathLike, *,
         for split, rs in rows.items():
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rs)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
     return summary
 
 

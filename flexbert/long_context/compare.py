@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 from flexbert.long_context.plotting import plot_comparison
 from flexbert.long_context.tables import comparison_markdown
-from flexbert.outputs import atomic_write_text
-from flexbert.outputs import check_output_dir
+from flexbert.outputs import atomic_write_json, atomic_write_text, check_output_dir
 
 __all__ = ["find_results", "load_results", "probe_score", "compare", "main"]
 
@@ -59,7 +58,7 @@ def compare(runs: Sequence[tuple[str, dict[str, Any]]], out_dir: str | os.PathLi
              "json": str(out / "comparison.json")}
     plot_comparison(runs, paths["plot"], title=title)
     atomic_write_text(paths["markdown"], comparison_markdown(runs))
-    atomic_write_text(paths["json"], json.dumps({label: res.get("scores", {}) for label, res in runs}, indent=2) + "\n")
+    atomic_write_json(paths["json"], {label: res.get("scores", {}) for label, res in runs})
     return paths
 
 

@@ -6,7 +6,6 @@ filesystem. `write_outputs` writes `results.json` and `long_context.png` atomica
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,7 +20,7 @@ from flexbert.long_context.scoring import score_documents
 from flexbert.long_context.settings import ProbeSettings
 from flexbert.long_context.summary import (flat_scores, summarize_mlm_distance, summarize_passkey,
                                    summarize_positions)
-from flexbert.outputs import atomic_write_text
+from flexbert.outputs import atomic_write_json, atomic_write_text
 
 __all__ = ["run_probes", "evaluate_model", "model_info", "special_ids_of", "write_outputs", "RESULTS_FILE", "PLOT_FILE", "FORMAT_VERSION"]
 
@@ -151,5 +150,5 @@ def write_outputs(results: dict[str, Any], out_dir: str | os.PathLike, *, title:
     if plot:
         paths["plot"] = os.path.join(out_dir, PLOT_FILE)
         plot_results(results, paths["plot"], title=title)
-    atomic_write_text(paths["results"], json.dumps(_json_safe(results), indent=2) + "\n")
+    atomic_write_json(paths["results"], _json_safe(results))
     return paths

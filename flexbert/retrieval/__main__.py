@@ -19,8 +19,7 @@ import random
 import sys
 import time
 from typing import Any
-from flexbert.outputs import atomic_write_text
-from flexbert.outputs import check_output_dir
+from flexbert.outputs import atomic_write_json, atomic_write_text, check_output_dir
 from flexbert.retrieval.dataset import build_dataset, default_source, read_split
 
 __all__ = ["main", "run"]
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "train": history, "test": metrics, "seconds": round(time.time() - t0, 1),
                "downstream": downstream, "score": downstream["value"]}
     if args.output:
-        atomic_write_text(os.path.join(args.output, "results.json"), json.dumps(results, indent=2) + "\n")
+        atomic_write_json(os.path.join(args.output, "results.json"), results)
     return results
 
 

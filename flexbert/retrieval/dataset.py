@@ -39,8 +39,7 @@ import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
-from flexbert.outputs import atomic_write_text
-from flexbert.outputs import check_output_dir
+from flexbert.outputs import atomic_file, atomic_write_json, atomic_write_text, check_output_dir
 
 __all__ = ["Pair", "SPLITS", "DEFAULT_EXCLUDE", "summary_line", "extract_pairs", "split_of", "build_dataset",
            "read_split", "default_source"]
@@ -216,8 +215,9 @@ def write_dataset(splits: dict[str, list[Pair]], summary: dict, output: str | os
     """OUTPUT/{train,validation,test}.jsonl and summary.json, each written atomically (flexbert.outputs)."""
     out = Path(output)
     for s in SPLITS:
-        atomic_write_text(out / f"{s}.jsonl", "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s]))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        with atomic_file(out / f"{s}.jsonl") as f:
+            f.writelines(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in splits[s])
+    atomic_write_json(out / "summary.json", summary)
     return out
 
 

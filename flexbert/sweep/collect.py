@@ -21,8 +21,10 @@ import math
 import os
 import re
 import statistics
+import sys
 from typing import Any, Iterable, Optional
 
+from flexbert.errors import ConfigError
 from flexbert.long_context.compare import probe_score
 from flexbert.sweep.expand import format_value
 from flexbert.sweep.io import read_json
@@ -157,9 +159,28 @@ def _params(sweep, run, cache: dict) -> dict[str, Optional[int]]:
             loaded = load_run(sweep.base, [f"{k}={format_value(v)}" for k, v in run.overrides])
             counts = count_params(loaded.model_cfg)
             cache[run.variant] = {"params_total": counts["total"], "params_encoder": counts["encoder"]}
-        except Exception:  # a non-FlexBERT base config (custom command): no counts, not an error
+        except ConfigError:  # a non-FlexBERT base config (custom command): no counts, not an error
             cache[run.variant] = {"params_total": None, "params_encoder": None}
     return cache[run.variant]
+
+
+def _read_result(path: str) -> dict[str, Any]:
+    """A run's JSON result file (DONE, FAILED, downstream.json) as a dict; {} when it is missing.
+
+    An unreadable one is reported on stderr, naming the file, and its run is summarised without it.
+    """
+    if not os.path.isfile(path):
+        return {}
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"{type(e).__name__}: {e}"
+    else:
+        if isinstance(data, dict):
+            return data
+        why = f"holds a {type(data).__name__}, not a JSON object"
+    print(f"sweep: cannot use {path} ({why}); the run is reported without it", file=sys.stderr)
+    return {}
 
 
 def collect_run(sweep, run, params_cache: Optional[dict] = None) -> dict[str, Any]:
@@ -174,21 +195,12 @@ def collect_run(sweep, run, params_cache: Optional[dict] = None) -> dict[str, An
     for name in ("DONE", "FAILED"):
         path = os.path.join(run.run_dir, name)
         if os.path.isfile(path):
-            try:
-                marker = read_json(path)
-            except (OSError, json.JSONDecodeError):
-                marker = {}
+            marker = _read_result(path)
             break
     row["exit_code"] = marker.get("exit_code", 0 if row["status"] == "done" else None)
     row["wall_time_s"] = marker.get("wall_time_s")
     row["error"] = marker.get("log_tail") if row["status"] == "failed" else None
-    downstream_path = os.path.join(run.run_dir, "downstream.json")
-    row["downstream_score"] = None
-    if os.path.isfile(downstream_path):
-        try:
-            row["downstream_score"] = read_json(downstream_path).get("score")
-        except (OSError, json.JSONDecodeError):
-            pass
+    row["downstream_score"] = _read_result(os.path.join(run.run_dir, "downstream.json")).get("score")
     metric = sweep.spec.metric
     if metric not in row:  # a raw logged key used as the metric: its final value
         row[metric] = _final(series.get(metric, {}))

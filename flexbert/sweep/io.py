@@ -1,17 +1,10 @@
-"""Small file helpers shared by the sweep modules: JSON markers (written atomically, flexbert.outputs)."""
+"""Reading the sweep's JSON markers (written by flexbert.outputs.atomic_write_json)."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from flexbert.outputs import atomic_write_text
-
-__all__ = ["write_json", "read_json"]
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Atomically write `obj` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+__all__ = ["read_json"]
 
 
 def read_json(path: str) -> Any:

@@ -18,16 +18,21 @@ import time
 from typing import Any, Callable, Optional
 
 from flexbert.errors import ConfigError
-from flexbert.outputs import atomic_write_text
+from flexbert.outputs import atomic_write_json, atomic_write_text
 from flexbert.sweep.collect import collect_run, status_of
 from flexbert.sweep.expand import RunPlan, format_value, launch_argv, script_line
-from flexbert.sweep.io import read_json, write_json
+from flexbert.sweep.io import read_json
 from flexbert.sweep.spec import Sweep
 
 __all__ = ["validate_runs", "run_sweep", "run_one", "run_downstream", "write_script", "LOG_TAIL_LINES"]
 
 LOG_TAIL_LINES = 30
 CHECKPOINT = "latest-rank0.pt"  # Composer's symlink to the newest checkpoint of rank 0
+
+
+def _write_marker(path: str, obj) -> None:
+    """A run's JSON marker (attempts.json, DONE, FAILED, downstream.json): sorted keys, anything else as str."""
+    atomic_write_json(path, obj, sort_keys=True, default=str)
 
 
 def validate_runs(sweep: Sweep, runs: list[RunPlan]) -> None:
@@ -103,18 +108,18 @@ def run_one(sweep: Sweep, run: RunPlan, *, echo_output: bool = False) -> dict[st
                 raise
     attempt = {"started": start, "seconds": round(time.time() - start, 3), "exit_code": code}
     attempts.append(attempt)
-    write_json(os.path.join(run.run_dir, "attempts.json"), attempts)
+    _write_marker(os.path.join(run.run_dir, "attempts.json"), attempts)
     if code == 0:
         summary = collect_run(sweep, run)
         metrics = {k: v for k, v in summary.items() if k not in ("eval_curve", "error", "status", "exit_code", "wall_time_s")}
-        write_json(os.path.join(run.run_dir, "DONE"), {
+        _write_marker(os.path.join(run.run_dir, "DONE"), {
             "exit_code": 0,
             "wall_time_s": round(sum(a["seconds"] for a in attempts), 3),
             "attempts": len(attempts),
             "metrics": metrics,
         })
     else:
-        write_json(failed, {"exit_code": code, "attempts": len(attempts), "log_tail": _tail(log_path)})
+        _write_marker(failed, {"exit_code": code, "attempts": len(attempts), "log_tail": _tail(log_path)})
     return attempt
 
 
@@ -149,7 +154,7 @@ def run_downstream(sweep: Sweep, run: RunPlan) -> Optional[float]:
             break
     if proc.returncode != 0 or result is None:
         return None
-    write_json(os.path.join(run.run_dir, "downstream.json"), result)
+    _write_marker(os.path.join(run.run_dir, "downstream.json"), result)
     return result["score"]
 
 

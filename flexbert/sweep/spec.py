@@ -69,9 +69,10 @@ class SweepSpec:
     output: Optional[str] = None
     downstream: Optional[str] = None
     # How a run is launched: the base YAML and `key=value` overrides are appended.
-    # `{python}` is the interpreter running the sweep (local runs only).
-    command: str = "{python} train.py"
-    script_command: str = "composer train.py"
+    # `{python}` is the interpreter running the sweep (local runs only). The training module,
+    # not a path to train.py, so a sweep runs from any folder and from an installed wheel.
+    command: str = "{python} -m flexbert.train"
+    script_command: str = "composer -m flexbert.train"
     # Pass `loggers.jsonl=<run_dir>/metrics.jsonl` (FlexBERT's full-precision metrics file);
     # turn off for a training script without that key: the console log is parsed instead.
     metrics_jsonl: bool = True

@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from flexbert.outputs import set_aside
+
 __all__ = ["set_aside_unconfirmed_checkpoints"]
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,7 @@ def set_aside_unconfirmed_checkpoints(folder: str | os.PathLike, rank: int) -> l
         batch = _batch_of(path.name, rank)
         if batch is None or path.is_symlink() or batch <= confirmed:
             continue
-        target = path.with_name(path.name + ".unconfirmed")
-        path.replace(target)
+        target = set_aside(path, ".unconfirmed")
         moved.append(target)
         log.warning("checkpoint %s was never confirmed by %s (the run stopped while saving it); "
                     "moved it to %s and resuming from the last confirmed checkpoint", path, latest.name, target.name)

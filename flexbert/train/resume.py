@@ -26,6 +26,7 @@ import torch
 from flexbert.checkpoint_reader import CheckpointError, model_state_dict, read_checkpoint, strip_prefixes
 from flexbert.config.model import load_model_config
 from flexbert.errors import ConfigError
+from flexbert.outputs import atomic_symlink, set_aside
 
 __all__ = ["RUNTIME_ONLY_MODEL_KEYS", "ResumePoint", "resume_point", "check_same_architecture",
            "check_save_folder_architecture", "intact_latest_checkpoint", "optimizer_hyperparameters",
@@ -80,15 +81,11 @@ def intact_latest_checkpoint(folder: str | os.PathLike) -> tuple[Path, dict[str,
             failures.append((path, str(e)))
             continue
         for bad, why in failures:
-            aside = bad.with_name(bad.name + ".unreadable")
-            bad.replace(aside)
+            aside = set_aside(bad, ".unreadable")
             log.warning("autoresume: %s cannot be read (%s); moved it to %s", bad, why, aside.name)
         latest = folder / "latest-rank0.pt"
         if failures or not (latest.is_symlink() and Path(os.readlink(latest)).name == path.name):
-            tmp = folder / f".latest-rank0.pt.tmp-{os.getpid()}"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(path.name)
-            os.replace(tmp, latest)
+            atomic_symlink(path.name, latest)
         if failures:
             print(f"autoresume: resuming from {path.name}, the newest intact checkpoint "
                   f"({len(failures)} newer one(s) unreadable, set aside as *.unreadable)")

@@ -1,0 +1,1 @@
+"""The data preparation command lines (data_prep/*.py in a checkout, `flexbert-*` console scripts)."""
