@@ -36,6 +36,10 @@ def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
 
+def _mean(values: collections.deque) -> Optional[float]:
+    return math.fsum(values) / len(values) if values else None
+
+
 class Progress(LoggerDestination):
     """A progress bar on a terminal, a compact line per `interval` elsewhere; rank 0 only.
 
@@ -103,9 +107,8 @@ class Progress(LoggerDestination):
         """The run's progress now, from what this destination has seen since the fit started."""
         elapsed = self.clock() - self._started
         fraction = self._fraction(state)
-        mean = lambda values: math.fsum(values) / len(values) if values else None  # noqa: E731
         return ProgressSnapshot(step=int(state.timestamp.batch.value), total_steps=self._total_steps(state),
-                                fraction=fraction, loss=mean(self._losses), accuracy=mean(self._accuracies),
+                                fraction=fraction, loss=_mean(self._losses), accuracy=_mean(self._accuracies),
                                 tokens_per_sec=self._tokens_per_sec(), elapsed_s=elapsed,
                                 eta_s=eta_seconds(self._fraction0, fraction, elapsed))
 
