@@ -249,7 +249,7 @@ def test_hf_export_at_fit_end_under_checkpoint_folder(tmp_path, fake_export):
 
 def test_registry_builds_by_name_with_clear_errors():
     assert CALLBACKS.names() == ["batch_stats", "grad_norm", "hf_export", "long_context", "memory", "nan_guard",
-                                 "release_grads", "throughput"]
+                                 "progress", "release_grads", "throughput"]
     assert build_callback("grad_norm", {"interval": 5}).interval == 5
     with pytest.raises(ConfigError, match="did you mean 'grad_norm'"):
         build_callback("grad_nrom")

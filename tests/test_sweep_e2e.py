@@ -36,6 +36,7 @@ def test_real_tiny_sweep_runs_reports_and_skips_when_rerun(tmp_path, monkeypatch
           eval_subset_num_batches: 1
           save_interval: 2ba
           console_log_interval: 1ba
+          console_metrics: all
           scheduler: {{t_warmup: 1ba, t_decay: 1ba}}
           export_hf: null
         variants:
@@ -52,7 +53,8 @@ def test_real_tiny_sweep_runs_reports_and_skips_when_rerun(tmp_path, monkeypatch
         assert math.isfinite(float(row["eval_loss"])) and float(row["tokens_per_sec"]) > 0 and int(row["params_total"]) > 0
         run_dir = os.path.join("out", "runs", row["run"])
         assert json.loads(open(os.path.join(run_dir, "DONE")).read())["metrics"]["metrics_source"] == "metrics.jsonl"
-        # The console log the runner captured parses to the same eval losses (rounded to 4 decimals).
+        # With console_metrics: all, the console log the runner captured parses to the same eval
+        # losses (rounded to 4 decimals).
         from_log = parse_console_log(open(os.path.join(run_dir, "train.log")))["metrics/eval/MaskedLoss"]
         exact = read_metrics_jsonl(os.path.join(run_dir, "metrics.jsonl"))["metrics/eval/MaskedLoss"]
         assert from_log == pytest.approx(exact, abs=5e-5) and sorted(exact) == [2, 4]

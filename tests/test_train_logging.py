@@ -26,10 +26,10 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory, corpus):
-    """One tiny run: wandb offline + console every batch + a final checkpoint."""
+    """One tiny run: wandb offline + every metric on the console every batch + a final checkpoint."""
     tmp = tmp_path_factory.mktemp("logged")
     run = tiny_run(corpus, tmp / "save", max_duration=f"{STEPS}ba", save_interval=f"{STEPS}ba",
-                   log_to_console=True, progress_bar=False, console_log_interval="1ba",
+                   log_to_console=True, console_metrics="all", console_log_interval="1ba",
                    loggers={"jsonl": "metrics.jsonl", "wandb": {"project": "flexbert-test", "mode": "offline"}})
     env = {"WANDB_DIR": str(tmp / "wb"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "WANDB_API_KEY": "", "WANDB_BASE_URL": "http://127.0.0.1:9"}  # any network use would fail
@@ -89,10 +89,12 @@ def test_wandb_offline_run_holds_the_training_metrics(logged_run):
     assert config, "the run config was not logged"
 
 
-def test_console_shows_the_loss_of_every_batch(logged_run):
+def test_console_metrics_all_shows_the_loss_of_every_batch(logged_run):
     _, out, _ = logged_run
     text = out.stdout + out.stderr
-    assert text.count(LOSS) == STEPS, text[-3000:]
+    assert text.count(LOSS) == STEPS, text[-3000:]  # Composer's dump, as before the progress callback
+    assert "grad_norm" in text and "throughput/tokens_per_sec" in text
+    assert "| ETA " not in text  # the compact progress lines are replaced, not added to
 
 
 def _other_arch(run: dict, **kw) -> dict:

@@ -51,7 +51,7 @@ class WandbConfig:
 
 @dataclasses.dataclass
 class LoggersConfig:
-    """Extra logger destinations (the console logger is controlled by `log_to_console`).
+    """Extra logger destinations (the console is controlled by `log_to_console` and `console_metrics`).
 
     `jsonl`: a file receiving every metric at full precision, one JSON line per step
     (a relative path is taken inside `save_folder` when one is set).
@@ -174,8 +174,11 @@ class RunConfig:
     export_hf: Optional[str] = None
 
     # --- logging and callbacks
+    # The console shows the `progress` callback's output (a bar on a terminal, else one compact line
+    # per console_log_interval); `console_metrics: all` prints Composer's dump of every metric instead.
     console_log_interval: str = "10ba"
-    progress_bar: bool = False
+    console_metrics: Literal["progress", "all"] = "progress"
+    progress_bar: Union[bool, Literal["auto"]] = "auto"
     log_to_console: bool = True
     loggers: LoggersConfig = dataclasses.field(default_factory=LoggersConfig)
     # name -> options (a mapping), `true`/null for default options, `false` to turn off a default one

@@ -19,6 +19,7 @@ import torch
 from composer import Evaluator, Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor
+from composer.loggers import LoggerDestination
 from composer.utils import dist, reproducibility
 
 from flexbert.config.loading import LoadedRun
@@ -50,7 +51,7 @@ __all__ = ["BuiltRun", "preflight", "check_attention_kernel", "build_trainer", "
 log = logging.getLogger(__name__)
 
 #: Callbacks every run gets unless the run's `callbacks:` section sets them to false.
-DEFAULT_CALLBACKS = ("throughput", "batch_stats", "grad_norm", "memory", "nan_guard", "release_grads")
+DEFAULT_CALLBACKS = ("throughput", "batch_stats", "grad_norm", "memory", "nan_guard", "release_grads", "progress")
 
 
 @dataclasses.dataclass
@@ -232,6 +233,9 @@ def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
     wanted["nan_guard"] = {"on_nan": cfg.on_nan}
     wanted["throughput"] = {"flops_per_token": flops_per_token(mcfg, cfg.data.max_seq_len, cfg.data.mlm_probability)}
     wanted["batch_stats"] = {"max_seq_len": cfg.data.max_seq_len}
+    wanted["progress"] = {"bar": cfg.progress_bar, "interval": cfg.console_log_interval, "metrics_file": _jsonl_path(cfg)}
+    if not cfg.log_to_console or cfg.console_metrics == "all":
+        del wanted["progress"]  # a silent console, or Composer's full dump instead
     for name, options in cfg.callbacks.items():
         if options is False:
             wanted.pop(name, None)
@@ -244,6 +248,14 @@ def _callbacks(cfg: Any, mcfg: Any, train_loader: Any) -> list[Any]:
     out.append(LoaderState(train_loader))  # exact resume; not optional
     out.append(LRMonitor())  # lr-<Optimizer>/group<i> every batch: the schedule actually applied
     return out
+
+
+def _jsonl_path(cfg: Any) -> Optional[str]:
+    """Where `loggers.jsonl` writes (a relative path lies inside save_folder), or None."""
+    path = cfg.loggers.jsonl
+    if path and cfg.save_folder and not os.path.isabs(path):
+        path = os.path.join(cfg.save_folder, path)
+    return path or None
 
 
 def _loggers(cfg: Any) -> list[Any]:
@@ -259,10 +271,7 @@ def _loggers(cfg: Any) -> list[Any]:
         out.append(WandBLogger(project=w.project, entity=w.entity, group=w.group, tags=w.tags or None,
                                init_kwargs={"mode": w.mode, "name": cfg.run_name}))
     if cfg.loggers.jsonl:
-        path = cfg.loggers.jsonl
-        if cfg.save_folder and not os.path.isabs(path):
-            path = os.path.join(cfg.save_folder, path)
-        out.append(JsonlLogger(path))
+        out.append(JsonlLogger(_jsonl_path(cfg)))
     return out
 
 
@@ -320,6 +329,9 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
             write_config_atomically(loaded.to_yaml(), cfg.save_folder)
 
     run_hyperparameters = optimizer_hyperparameters([optimizer])
+    callbacks = _callbacks(cfg, mcfg, train_loader)
+    # A callback that is also a logger destination (progress) must be a logger to receive the metrics.
+    destinations = [c for c in callbacks if isinstance(c, LoggerDestination)]
     trainer = Trainer(
         model=composer_model,
         train_dataloader=packed_data_spec(train_loader),
@@ -332,11 +344,11 @@ def build_trainer(loaded: LoadedRun) -> BuiltRun:
         schedulers=build_scheduler(cfg.scheduler),
         step_schedulers_every_batch=True,
         algorithms=algorithms,
-        callbacks=_callbacks(cfg, mcfg, train_loader),
-        loggers=_loggers(cfg),
+        callbacks=[c for c in callbacks if c not in destinations],
+        loggers=_loggers(cfg) + destinations,
         run_name=cfg.run_name,
-        progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console,
+        progress_bar=False,  # the progress callback draws the only bar
+        log_to_console=cfg.log_to_console and cfg.console_metrics == "all",
         console_log_interval=cfg.console_log_interval,
         save_folder=cfg.save_folder,
         save_interval=cfg.save_interval,

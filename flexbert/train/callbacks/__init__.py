@@ -2,7 +2,8 @@
 
 Names: ``nan_guard`` (NaNGuard), ``throughput`` (ThroughputMFU), ``batch_stats`` (BatchStats),
 ``grad_norm`` (GradNorm), ``memory`` (Memory), ``hf_export`` (HFExport),
-``release_grads`` (ReleaseGrads), ``long_context`` (LongContextProbes).
+``release_grads`` (ReleaseGrads), ``long_context`` (LongContextProbes), ``progress`` (Progress: the
+console's bar or compact lines; a LoggerDestination, which the builder passes as a logger).
 ``build_callback("grad_norm", {"interval": 10})`` builds one from a config mapping.
 """
 from __future__ import annotations
@@ -18,16 +19,17 @@ from flexbert.train.callbacks.hf_export import HFExport
 from flexbert.train.callbacks.long_context import LongContextProbes
 from flexbert.train.callbacks.memory import Memory
 from flexbert.train.callbacks.nan_guard import NaNGuard, NonFiniteLossError
+from flexbert.train.callbacks.progress import Progress
 from flexbert.train.callbacks.release_grads import ReleaseGrads
 from flexbert.train.callbacks.throughput import ThroughputMFU
 
 __all__ = ["CALLBACKS", "build_callback", "BatchStats", "GradNorm", "HFExport", "LongContextProbes", "Memory", "NaNGuard",
-           "NonFiniteLossError", "ReleaseGrads", "ThroughputMFU", "global_grad_norm"]
+           "NonFiniteLossError", "Progress", "ReleaseGrads", "ThroughputMFU", "global_grad_norm"]
 
 CALLBACKS: Registry[type[Callback]] = Registry("callback")
 for _name, _cls in (("nan_guard", NaNGuard), ("throughput", ThroughputMFU), ("batch_stats", BatchStats),
                     ("grad_norm", GradNorm), ("memory", Memory), ("hf_export", HFExport),
-                    ("release_grads", ReleaseGrads), ("long_context", LongContextProbes)):
+                    ("release_grads", ReleaseGrads), ("long_context", LongContextProbes), ("progress", Progress)):
     CALLBACKS.register(_name)(_cls)
 
 
