@@ -34,7 +34,7 @@ def measure(mix: str, max_seq_len: int, rows: int, batches: int, buffer_docs: in
         t = time.perf_counter()
         batch = packer.pack(rows)
         pack_s += time.perf_counter() - t
-        effs.append(batch["packing_efficiency"])
+        effs.append(batch.packing_efficiency)
     effs = np.array(effs[2:])  # skip the first batches (buffer warming up)
     return {
         "mean": effs.mean(), "min": effs.min(),

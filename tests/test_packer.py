@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from flexbert.data.batching import num_samples, num_tokens, pad_rows, packed_to_padded, split_packed_batch
-from flexbert.data.packer import BatchSizeWarmup, SequencePacker
+from flexbert.data.batch_size_warmup import BatchSizeWarmup
+from flexbert.data.packer import SequencePacker
 
 S = 1024  # max_seq_len
 
@@ -77,9 +78,9 @@ def test_efficiency_on_normal_256_lengths_is_at_least_99_5_percent_and_reported(
         while packer.needs_more(rows):
             packer.push(next(docs))
         b = packer.pack(rows)
-        assert b["packing_efficiency"] == b["num_tokens"] / (rows * S)
-        assert b["num_docs"] == len(b["cu_seqlens"]) - 1
-        effs.append(b["packing_efficiency"])
+        assert b.packing_efficiency == b["num_tokens"] / (rows * S)
+        assert b.num_docs == len(b["cu_seqlens"]) - 1
+        effs.append(b.packing_efficiency)
     assert np.mean(effs) >= 0.995
     assert min(effs) >= 0.99
 
@@ -202,7 +203,7 @@ def test_long_documents_fill_rows_exactly_losing_no_token_and_short_ones_stay_wh
     for b in batches:
         check_contract(b, rows=8)
         seen += [seg.tobytes() for seg in segments(b)]
-        effs.append(b["packing_efficiency"])
+        effs.append(b.packing_efficiency)
     short = {d.astype(np.int64).tobytes() for d in docs if len(d) <= S}
     assert short <= set(seen)  # every short document is one whole segment
     all_tokens = np.sort(np.concatenate([d.astype(np.int64) for d in docs]))
@@ -222,7 +223,7 @@ def test_normal_4096_at_8192_stays_at_least_99_5_percent_in_the_steady_state():
             packer.push(np.ones(max(2, int(rng.normal(4096, 1024))), dtype=np.uint16))
         b = packer.pack(rows)
         check_contract(b, rows=rows, max_seq_len=S8)
-        effs.append(b["packing_efficiency"])
+        effs.append(b.packing_efficiency)
         max_age = max(max_age, packer.samples_consumed - min(packer._seq))
     assert np.mean(effs[2:]) >= 0.995
     assert min(effs[2:]) >= 0.85

@@ -1,27 +1,26 @@
 """Helpers on packed batches: padding rows to the budget, splitting by rows, counting, unpacking.
 
-A packed batch (docs/ARCHITECTURE.md) holds R rows of whole documents back to back; rows are
-what gradient accumulation splits, since a document never crosses a row boundary. Besides the
-contract keys the packer adds `row_num_tokens` (R,) int64, the real tokens of each row, so
-that a split of a padded batch still knows its real token count.
+A packed batch (`flexbert.data.packed_batch.PackedBatch`) holds R rows of whole documents back
+to back; rows are what gradient accumulation splits, since a document never crosses a row
+boundary. Every helper takes a PackedBatch or a Mapping with its field names.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import torch
 
 from flexbert.data.masking import IGNORE_INDEX
+from flexbert.data.packed_batch import TOKEN_FIELDS, PackedBatch
 
-__all__ = ["TOKEN_KEYS", "pad_rows", "split_packed_batch", "num_samples", "num_tokens", "packed_to_padded"]
-
-# Keys holding one value per packed token.
-TOKEN_KEYS = ("input_ids", "labels", "position_ids")
+__all__ = ["pad_rows", "split_packed_batch", "num_samples", "num_tokens", "packed_to_padded"]
 
 
 def _seqlens(cu: torch.Tensor) -> torch.Tensor:
     return (cu[1:] - cu[:-1]).to(torch.int64)
 
 
-def pad_rows(batch: dict, max_seq_len: int, pad_token_id: int) -> dict:
+def pad_rows(batch: PackedBatch | Mapping[str, Any], max_seq_len: int, pad_token_id: int) -> PackedBatch:
     """Pad every row to `max_seq_len` tokens; the padding of a row is its own attention segment.
 
     Args:
@@ -31,9 +30,10 @@ def pad_rows(batch: dict, max_seq_len: int, pad_token_id: int) -> dict:
     Returns:
         a new packed batch; `num_tokens` and `row_num_tokens` still count real tokens only.
     """
+    batch = PackedBatch.coerce(batch)
     offsets = batch["row_offsets"].tolist()
     cu = batch["cu_seqlens"].to(torch.int64)
-    pieces = {k: [] for k in TOKEN_KEYS if k in batch}
+    pieces = {k: [] for k in TOKEN_FIELDS if k in batch}
     seg_lens: list[torch.Tensor] = []
     for r in range(len(offsets) - 1):
         t0, t1 = offsets[r], offsets[r + 1]
@@ -48,18 +48,17 @@ def pad_rows(batch: dict, max_seq_len: int, pad_token_id: int) -> dict:
             for k in pieces:
                 pieces[k].append(fill[k].to(batch[k].dtype))
     lens = torch.cat(seg_lens) if seg_lens else torch.zeros(0, dtype=torch.int64)
-    out = dict(batch)
-    for k, v in pieces.items():
-        out[k] = torch.cat(v) if v else batch[k]
     new_cu = torch.zeros(len(lens) + 1, dtype=torch.int64)
     torch.cumsum(lens, 0, out=new_cu[1:])
-    out["cu_seqlens"] = new_cu.to(torch.int32)
-    out["max_seqlen"] = int(lens.max()) if len(lens) else 0
-    out["row_offsets"] = torch.arange(len(offsets), dtype=torch.int64) * max_seq_len
-    return out
+    return batch.replace(
+        **{k: torch.cat(v) if v else batch[k] for k, v in pieces.items()},
+        cu_seqlens=new_cu.to(torch.int32),
+        max_seqlen=int(lens.max()) if len(lens) else 0,
+        row_offsets=torch.arange(len(offsets), dtype=torch.int64) * max_seq_len,
+    )
 
 
-def split_packed_batch(batch: dict, rows_per_microbatch: int) -> list[dict]:
+def split_packed_batch(batch: PackedBatch | Mapping[str, Any], rows_per_microbatch: int) -> list[PackedBatch]:
     """Split a packed batch into microbatches of `rows_per_microbatch` rows (the last may be smaller).
 
     Args:
@@ -71,42 +70,38 @@ def split_packed_batch(batch: dict, rows_per_microbatch: int) -> list[dict]:
     """
     if rows_per_microbatch < 1:
         raise ValueError(f"rows_per_microbatch must be >= 1, got {rows_per_microbatch}")
-    offsets = batch["row_offsets"]
-    cu = batch["cu_seqlens"].to(torch.int64)
-    rows = len(offsets) - 1
+    batch = PackedBatch.coerce(batch)
+    offsets = batch.row_offsets
+    cu = batch.cu_seqlens.to(torch.int64)
     out = []
-    for a in range(0, rows, rows_per_microbatch):
-        b = min(rows, a + rows_per_microbatch)
+    for a in range(0, batch.num_rows, rows_per_microbatch):
+        b = min(batch.num_rows, a + rows_per_microbatch)
         t0, t1 = int(offsets[a]), int(offsets[b])
         d0, d1 = torch.searchsorted(cu, torch.tensor([t0, t1])).tolist()
         sub_cu = cu[d0 : d1 + 1] - t0
-        piece = {k: v for k, v in batch.items() if not isinstance(v, torch.Tensor)}
-        for k in TOKEN_KEYS:
-            if k in batch:
-                piece[k] = batch[k][t0:t1]
-        piece["cu_seqlens"] = sub_cu.to(torch.int32)
-        piece["max_seqlen"] = int(_seqlens(sub_cu).max()) if len(sub_cu) > 1 else 0
-        piece["row_offsets"] = offsets[a : b + 1] - t0
-        if "row_num_tokens" in batch:
-            piece["row_num_tokens"] = batch["row_num_tokens"][a:b]
-            piece["num_tokens"] = int(piece["row_num_tokens"].sum())
-        else:
-            piece["num_tokens"] = t1 - t0
-        out.append(piece)
+        row_num_tokens = batch.row_num_tokens[a:b]
+        out.append(batch.replace(
+            **{k: batch[k][t0:t1] for k in TOKEN_FIELDS if k in batch},
+            cu_seqlens=sub_cu.to(torch.int32),
+            max_seqlen=int(_seqlens(sub_cu).max()) if len(sub_cu) > 1 else 0,
+            row_offsets=offsets[a : b + 1] - t0,
+            row_num_tokens=row_num_tokens,
+            num_tokens=int(row_num_tokens.sum()),
+        ))
     return out
 
 
-def num_samples(batch: dict) -> int:
+def num_samples(batch: PackedBatch | Mapping[str, Any]) -> int:
     """Rows in a packed batch (Composer's `get_num_samples_in_batch`)."""
     return len(batch["row_offsets"]) - 1
 
 
-def num_tokens(batch: dict) -> int:
+def num_tokens(batch: PackedBatch | Mapping[str, Any]) -> int:
     """Real (non-pad) tokens in a packed batch (Composer's `get_num_tokens_in_batch`)."""
     return int(batch["num_tokens"])
 
 
-def packed_to_padded(batch: dict, pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def packed_to_padded(batch: PackedBatch | Mapping[str, Any], pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One padded row per document (padding segments from `pad_rows` dropped).
 
     Args:

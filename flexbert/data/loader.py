@@ -21,7 +21,9 @@ from torch.utils.data import DataLoader
 from flexbert.config.data import DataConfig, StreamConfig
 from flexbert.data.batching import pad_rows
 from flexbert.data.masking import MLMMasker
-from flexbert.data.packer import BatchSizeWarmup, SequencePacker
+from flexbert.data.packed_batch import PackedBatch
+from flexbert.data.batch_size_warmup import BatchSizeWarmup
+from flexbert.data.packer import SequencePacker
 from flexbert.data.streaming import (DocumentReader, RankInfo, build_streaming_dataset, detect_rank, raise_data_errors,
                                      rank_sample_ids)
 
@@ -105,7 +107,7 @@ class PackedMLMLoader:
         raise AssertionError("unreachable: an epoch that just started has samples")
 
     # ---- iteration --------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[PackedBatch]:
         if self.finite:
             self._restart()  # every evaluation is the same pass over the data
         exhausted = False
@@ -125,15 +127,16 @@ class PackedMLMLoader:
             if exhausted and self.packer.num_pending == 0:
                 return
 
-    def _finish(self, batch: dict, batch_index: int, rows: int) -> dict:
-        ids = batch["input_ids"]
+    def _finish(self, batch: PackedBatch, batch_index: int, rows: int) -> PackedBatch:
+        ids = batch.input_ids
         if self.vocab_size is not None and len(ids) and int(ids.max()) >= self.vocab_size:
             raise ValueError(f"token id {int(ids.max())} >= vocab_size {self.vocab_size}: the MDS shards were made with another tokenizer")
+        # Stats of the packing itself, before padding adds its segments.
+        stats = {"packing_efficiency": batch.packing_efficiency, "num_docs": batch.num_docs}
         if self.pad_to_budget:
             batch = pad_rows(batch, self.packer.max_seq_len, self.pad_token_id)
-        batch["input_ids"], batch["labels"] = self.masker(batch["input_ids"], batch_index)
-        stats = {k: batch.pop(k) for k in ("packing_efficiency", "num_docs")}
-        self._stats = dict(stats, rows=rows, num_tokens=batch["num_tokens"], batch_index=batch_index,
+        batch.input_ids, batch.labels = self.masker(batch.input_ids, batch_index)
+        self._stats = dict(stats, rows=rows, num_tokens=batch.num_tokens, batch_index=batch_index,
                            pending_docs=self.packer.num_pending, chunked_docs=self.packer.chunked_docs,
                            truncated_tokens=self.packer.truncated_tokens)
         return batch

@@ -1,17 +1,36 @@
 """Greedy packing of whole documents into rows of `max_seq_len` tokens, over a buffer.
 
-The packer keeps a buffer of pending documents in arrival order. For each device batch of R
-rows it fills the rows one by one: the oldest pending document opens the row and older
-documents keep filling it while an average document would still fit after them; then the row
-is closed with the single document or pair, from anywhere in the buffer, that fills it best.
-Rows mostly consume the oldest document, and no document waits more than about eight buffer
-turnovers (see SequencePacker); consuming in arrival order keeps the buffer's length mix unbiased (a largest-first policy
-starves the buffer of the lengths that close rows and drops to ~99.2% on Normal(256, 64)).
-The output is the packed batch of docs/ARCHITECTURE.md (flat tokens, cu_seqlens,
-position_ids restarting per document, row_offsets); labels are added by the masker.
+`SequencePacker` keeps the pending documents in arrival order; `pack(R)` hands them to a
+`_RowBuilder`, which fills R rows one at a time. A row repeats the first of these steps that
+places something, and ends when none does:
 
-The packer is stateful and its state is small tensors and ints (torch.load(weights_only=True)
-safe): the pending documents' tokens and the counters. It has no randomness.
+1. **Oldest first.** The oldest pending document goes in: a piece of it when it is long, whole
+   while the row is empty or an average document would still fit after it. Consuming in arrival
+   order keeps the buffer's length mix unbiased (a largest-first policy starves the buffer of the
+   lengths that close rows and drops to ~99.2% on Normal(256, 64)).
+   *Choosing the opener.* When it would open the row, few documents fit (the gap it leaves is
+   under two average documents) and no long document is pending, up to 8 oldest and 8 longest
+   whole documents are tried as openers instead and the fullest row wins (rows within 0.1% count
+   as full; then the longer opener, then the older). If none closes its row within 1% (at ~2
+   documents per row the oldest and longest are long documents waiting for a short partner), the
+   longest document whose best single partner closes the row within 0.1% is tried too.
+   *Fairness.* A document that more than 2 x (pending documents) newer documents arrived after
+   opens its row itself when that row closes within 1%; after 8 x (pending documents) it opens its
+   row whatever the waste, so no document waits more than about eight buffer turnovers.
+2. **Best fit.** The single whole document or pair, from anywhere in the buffer, that fills the
+   gap best closes the row (a single one leaving at most 0.1% free is taken without a pair search).
+3. **Pieces of long documents**, oldest first, fill what is left.
+
+Long documents (longer than max_seq_len) with long_documents="split" stay one pending item that
+rows take pieces from: a piece fills whatever space a row has left (up to max_seq_len, never
+shorter than min(64, max_seq_len // 8) tokens, nor leaving less than that) and is its own attention
+segment, so long documents are chunks that fill rows exactly instead of being cut at max_seq_len.
+With "truncate" they keep their first max_seq_len tokens.
+
+The output is a `PackedBatch` (flat tokens, cu_seqlens, position_ids restarting per document,
+row_offsets); labels are added by the masker. The packer's state is small tensors and ints
+(torch.load(weights_only=True) safe): the pending documents' tokens and the counters. It has no
+randomness.
 """
 from __future__ import annotations
 
@@ -20,44 +39,30 @@ from typing import Iterable
 import numpy as np
 import torch
 
-__all__ = ["SequencePacker", "BatchSizeWarmup"]
+from flexbert.data.packed_batch import PackedBatch
+
+__all__ = ["SequencePacker"]
+
+# A piece cut from a long document to fill a row is at least this long (and so is what is left
+# of the document), so that no chunk is a handful of tokens without context.
+_MIN_CHUNK = 64
+# Openers tried per row (oldest, and again longest) when the oldest document's row is hard to close.
+_OPENER_CANDIDATES = 8
+# A document older than _SOFT_AGE x (pending documents) arrivals opens its row when that row
+# closes within 1%; older than _HARD_AGE x, it opens its row whatever the waste.
+_SOFT_AGE = 2
+_HARD_AGE = 8
 
 
-class BatchSizeWarmup:
-    """Rows per device batch growing linearly from `min_rows` to `max_rows` over `warmup_tokens`.
-
-    Progress is counted in *budget* tokens (rows x max_seq_len, times world_size): it is the
-    same on every rank at every step, so all ranks agree on the batch size without talking.
-    Real tokens differ from the budget by the packing loss (< 0.5%).
+def _largest_partners(lens: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """For each i, the position k != i of the longest document with lens[k] <= gaps[i]; -1 if none.
 
     Args:
-        max_rows: full rows per device batch.
-        min_rows: rows at the start (None or >= max_rows: no warmup).
-        warmup_tokens: global budget tokens over which rows grow (0: no warmup).
-        world_size: data-parallel ranks (their batches count toward the global tokens).
-        granularity: rows are rounded down to a multiple of this (>= min_rows always).
+        lens: (n,) int64 lengths, ascending.
+        gaps: (n,) free tokens left beside each document.
     """
-
-    def __init__(self, max_rows: int, min_rows: int | None, warmup_tokens: int, world_size: int = 1, granularity: int = 1):
-        if max_rows < 1:
-            raise ValueError(f"device batch rows must be >= 1, got {max_rows}")
-        if min_rows is not None and min_rows < 1:
-            raise ValueError(f"batch_size_warmup_min_rows must be >= 1, got {min_rows}")
-        if warmup_tokens < 0 or granularity < 1:
-            raise ValueError(f"batch_size_warmup_tokens must be >= 0 and granularity >= 1, got {warmup_tokens}, {granularity}")
-        self.max_rows, self.warmup_tokens = max_rows, warmup_tokens
-        self.min_rows = max_rows if min_rows is None else min(min_rows, max_rows)
-        self.world_size = world_size
-        self.granularity = granularity
-
-    def rows(self, budget_tokens_emitted: int) -> int:
-        """Rows of the next batch after this rank emitted `budget_tokens_emitted` budget tokens."""
-        if self.warmup_tokens <= 0 or self.min_rows >= self.max_rows:
-            return self.max_rows
-        frac = min(1.0, budget_tokens_emitted * self.world_size / self.warmup_tokens)
-        rows = self.min_rows + (self.max_rows - self.min_rows) * frac
-        rows = int(rows) // self.granularity * self.granularity
-        return max(self.min_rows, min(self.max_rows, rows))
+    k = np.searchsorted(lens, gaps, side="right") - 1
+    return np.where(k == np.arange(len(lens)), k - 1, k)
 
 
 def _close(lens: np.ndarray, gap: int, tol: int = 0) -> list[int]:
@@ -72,47 +77,192 @@ def _close(lens: np.ndarray, gap: int, tol: int = 0) -> list[int]:
     j = int(np.searchsorted(lens, gap, side="right")) - 1  # largest single that fits
     if len(lens) < 2 or gap - lens[j] <= tol:
         return [j]
-    # For each i, its largest partner k != i with lens[k] <= gap - lens[i].
-    k = np.searchsorted(lens, gap - lens, side="right") - 1
-    k = np.where(k == np.arange(len(lens)), k - 1, k)
+    k = _largest_partners(lens, gap - lens)
     sums = np.where(k >= 0, lens + lens[np.maximum(k, 0)], -1)
     i = int(np.argmax(sums))
     return [i, int(k[i])] if sums[i] > lens[j] else [j]
 
 
-# A piece cut from a long document to fill a row is at least this long (and so is what is left
-# of the document), so that no chunk is a handful of tokens without context.
-_MIN_CHUNK = 64
-# Openers tried per row when the oldest document leaves a gap the buffer cannot close well.
-_OPENER_CANDIDATES = 8
-# A document older than _SOFT_AGE x (pending documents) arrivals opens its row when that row
-# closes within 1%; older than _HARD_AGE x, it opens its row whatever the waste.
-_SOFT_AGE = 2
-_HARD_AGE = 8
+class _RowBuilder:
+    """Fills the rows of one batch from the pending documents' lengths (module docstring, steps 1-3).
+
+    `taken[d]` counts the tokens of pending document d placed so far; whole documents are also
+    marked `placed`, which takes them out of the best-fit search (long ones never enter it).
+
+    Args:
+        lengths: (n,) int64 pending lengths, arrival order.
+        arrival: (n,) int64 arrival number of each pending document.
+        arrived: documents arrived so far (the newest arrival number).
+        cap: row capacity (max_seq_len).
+        min_chunk: the shortest piece of a long document.
+    """
+
+    def __init__(self, lengths: np.ndarray, arrival: np.ndarray, arrived: int, cap: int, min_chunk: int):
+        n = len(lengths)
+        self.lengths, self.arrival, self.cap, self.min_chunk = lengths, arrival, cap, min_chunk
+        self.split = lengths > cap  # long documents: rows take pieces of them
+        self.taken = np.zeros(n, dtype=np.int64)
+        self.placed = self.split.copy()
+        self.mean = float(np.minimum(lengths, cap).mean())
+        whole = np.flatnonzero(~self.split)
+        self.by_len = whole[np.argsort(lengths[whole], kind="stable")]  # ties by arrival order: deterministic
+        self.overdue_arrival = arrived - _SOFT_AGE * n  # these open a row if it closes within 1%
+        self.forced_arrival = arrived - _HARD_AGE * n  # these open a row whatever the waste
+        self.long_ids = list(np.flatnonzero(self.split))
+        self.long_pos = 0  # first long document that step 3 has not seen used up
+        self.head = 0  # oldest pending document with tokens left
+        self.tol = cap // 1000  # a row this close to full counts as full
+        self.good = cap // 100  # a row this close to full is good enough for fairness
+        self.gap, self.pieces = cap, []  # the row being filled: free tokens, (document, start, end)
+
+    def fill_row(self) -> list[tuple[int, int, int]]:
+        """Fill the next row; its pieces (document, start, end), in order."""
+        self.gap, self.pieces = self.cap, []
+        while self._add_oldest() or self._close_best_fit() or self._add_long_pieces():
+            pass
+        return self.pieces
+
+    # ---- the three steps (each True when it placed something) -------------------------------------
+    def _add_oldest(self) -> bool:
+        while self.head < len(self.lengths) and self._used_up(self.head):
+            self.head += 1
+        d = self.head
+        if d >= len(self.lengths):
+            return False
+        if self.split[d]:
+            k = self._piece(self._left(d), self._more_long(d))
+            if k:
+                self._put(d, k)
+            return bool(k)
+        n_d = int(self.lengths[d])
+        if n_d > self.gap or (self.pieces and self.gap - n_d < self.mean):
+            return False
+        if self._opener_is_chosen(d):
+            d = self._choose_opener(d)
+        self._put(d, int(self.lengths[d]))
+        return True
+
+    def _close_best_fit(self) -> bool:
+        a = self._available()
+        if not len(a) or self.lengths[a[0]] > self.gap:
+            return False
+        for p in _close(self.lengths[a], self.gap, self.tol):
+            self._put(int(a[p]), int(self.lengths[a[p]]))
+        return True
+
+    def _add_long_pieces(self) -> bool:
+        while self.long_pos < len(self.long_ids) and self._used_up(self.long_ids[self.long_pos]):
+            self.long_pos += 1
+        added = False
+        for d in self.long_ids[self.long_pos:]:
+            if self.gap < self.min_chunk:
+                break
+            k = self._piece(self._left(d), self._more_long(d))
+            if k:
+                self._put(d, k)
+                added = True
+        return added
+
+    # ---- choosing the opener (step 1) --------------------------------------------------------------
+    def _opener_is_chosen(self, oldest: int) -> bool:
+        """Whether the oldest document's row is opened by `_choose_opener` rather than by it directly."""
+        left_after = self.gap - int(self.lengths[oldest])
+        return (not self.pieces and left_after < 2 * self.mean and self.arrival[oldest] > self.forced_arrival
+                and self.long_pos >= len(self.long_ids)
+                and (self.arrival[oldest] > self.overdue_arrival or self._close_waste_without(oldest, left_after) > self.good))
+
+    def _choose_opener(self, oldest: int) -> int:
+        """The opener, among the oldest and the longest whole documents, that fills its row best."""
+        keys = {i: self._opener_key(i) for i in self._opener_candidates(oldest)}
+        best = min(keys, key=keys.__getitem__)
+        if keys[best][0] > self.good:
+            fallback = self._longest_closing_opener()
+            if self._opener_key(fallback) < keys[best]:
+                best = fallback
+        return best
+
+    def _opener_candidates(self, oldest: int) -> list[int]:
+        """Up to 8 oldest available whole documents from `oldest` on, then up to 8 longest."""
+        cands, i = [], oldest
+        while i < len(self.lengths) and len(cands) < _OPENER_CANDIDATES:
+            if not self.split[i] and not self.placed[i]:
+                cands.append(i)
+            i += 1
+        return cands + [int(d) for d in self._available()[::-1][:_OPENER_CANDIDATES] if int(d) not in cands]
+
+    def _opener_key(self, i: int) -> tuple[int, int, int]:
+        """Sort key of opener i: its row's waste (within `tol` counts as full), then longer, then older."""
+        waste = self._close_waste_without(i, self.cap - int(self.lengths[i]))
+        return max(waste, self.tol), -int(self.lengths[i]), i
+
+    def _longest_closing_opener(self) -> int:
+        """The longest available document whose best single partner closes the row within `tol`.
+
+        None does: the one whose best single partner leaves the least waste (the longest of those).
+        """
+        a = self._available()
+        lens = self.lengths[a]
+        k = _largest_partners(lens, self.cap - lens)
+        waste = np.where(k >= 0, self.cap - lens - lens[np.maximum(k, 0)], self.cap - lens)
+        ok = np.flatnonzero(waste <= self.tol)
+        pick = ok[-1] if len(ok) else len(a) - 1 - int(np.argmin(waste[::-1]))
+        return int(a[pick])
+
+    # ---- small facts -------------------------------------------------------------------------------
+    def _available(self) -> np.ndarray:
+        """Whole documents not placed yet, ascending length."""
+        return self.by_len[~self.placed[self.by_len]]
+
+    def _close_waste(self, gap: int) -> int:
+        """Tokens left free when a gap of `gap` is closed by best fit (step 2)."""
+        a = self._available()
+        if not len(a) or self.lengths[a[0]] > gap:
+            return gap
+        return gap - int(sum(self.lengths[a[p]] for p in _close(self.lengths[a], gap, self.tol)))
+
+    def _close_waste_without(self, i: int, gap: int) -> int:
+        """`_close_waste(gap)` with document i out of the search (it is the opener, not its own partner)."""
+        self.placed[i] = True
+        waste = self._close_waste(gap)
+        self.placed[i] = False
+        return waste
+
+    def _left(self, d: int) -> int:
+        return int(self.lengths[d] - self.taken[d])
+
+    def _used_up(self, d: int) -> bool:
+        return self.taken[d] >= self.lengths[d]
+
+    def _more_long(self, i: int) -> bool:
+        """Whether a long document other than i has tokens left."""
+        return any(not self._used_up(j) for j in self.long_ids[self.long_pos:] if j != i)
+
+    def _piece(self, left: int, more: bool) -> int:
+        """Tokens to cut from a long document with `left` tokens for the row's gap (0: none).
+
+        `more`: another long document can fill what this piece leaves of the row.
+        """
+        m, gap = self.min_chunk, self.gap
+        if left <= gap:
+            return left
+        if left - gap >= m:
+            return gap
+        # Cutting `gap` would leave less than a minimal chunk: leave room for a minimal piece of
+        # the next long document instead, or leave a minimal chunk of this one behind.
+        k = gap - m if more and gap - m >= m else left - m
+        return k if k >= m else 0
+
+    def _put(self, d: int, k: int) -> None:
+        start = int(self.taken[d])
+        self.pieces.append((d, start, start + k))
+        self.taken[d] += k
+        self.gap -= k
+        if not self.split[d]:
+            self.placed[d] = True
 
 
 class SequencePacker:
-    """Stateful best-fit packer of documents into R rows of `max_seq_len` tokens.
-
-    Documents of at most max_seq_len tokens are placed whole. With long_documents="split" a
-    longer document stays one pending item that rows take pieces from: a piece fills whatever
-    space a row has left (up to max_seq_len, never shorter than min(64, max_seq_len // 8)
-    tokens, nor leaving less than that), and each piece is its own attention segment. Long
-    documents are thus chunks that fill rows exactly instead of cut at max_seq_len.
-
-    Rows are filled as follows: the oldest pending document opens the row (pieces of a long
-    one fill it); older documents keep filling it while an average document would still fit;
-    then the row is closed with the single document or pair, from anywhere in the buffer, that
-    fills it best, and pieces of long documents fill what is left. When few documents fit in a
-    row (the gap left by the opener is under two average documents) and the oldest document's
-    best close wastes more than 0.1% of the row, up to 8 oldest documents are tried as openers
-    and the one with the fullest row wins (longer on ties). If none of them closes its row within
-    1% (at ~2 documents per row the oldest and longest are long documents waiting for a short
-    partner), the longest available document whose best single partner closes the row within
-    0.1% opens it instead. Fairness: a document that more than 2 x (pending documents) newer
-    documents arrived after opens its row as soon as that row closes within 1%, and after
-    8 x (pending documents) it opens its row whatever the waste, so no document waits more than
-    about eight buffer turnovers.
+    """Stateful packer of documents into R rows of `max_seq_len` tokens (the module docstring).
 
     Args:
         max_seq_len: row capacity in tokens.
@@ -174,172 +324,34 @@ class SequencePacker:
         return len(self._docs)
 
     # ---- packing -----------------------------------------------------------------------------
-    def _piece(self, left: int, gap: int, more: bool) -> int:
-        """Tokens to cut from a long document with `left` tokens for a row with `gap` free (0: none).
-
-        `more`: another long document can fill what this piece leaves of the row.
-        """
-        m = self.min_chunk
-        if left <= gap:
-            return left
-        if left - gap >= m:
-            return gap
-        # Cutting `gap` would leave less than a minimal chunk: leave room for a minimal piece of
-        # the next long document instead, or leave a minimal chunk of this one behind.
-        k = gap - m if more and gap - m >= m else left - m
-        return k if k >= m else 0
-
-    def pack(self, rows: int) -> dict | None:
+    def pack(self, rows: int) -> PackedBatch | None:
         """Pack pending documents into `rows` rows; None if nothing is pending.
 
-        Returns the packed batch without labels: input_ids (T,) int64, position_ids (T,) int64,
-        cu_seqlens (D+1,) int32, max_seqlen int, row_offsets (R+1,) int64, row_num_tokens (R,)
-        int64, num_tokens int, plus `packing_efficiency` float (T / (R*max_seq_len)) and
-        `num_docs` int. Rows left empty (only at the end of a finite stream) are kept, so R is
-        always `rows`.
+        Returns the packed batch without labels, `row_capacity` = max_seq_len. Rows left empty
+        (only at the end of a finite stream) are kept, so it always has `rows` rows.
         """
         if not self._docs:
             return None
-        cap = self.max_seq_len
         lengths = np.fromiter((len(d) for d in self._docs), dtype=np.int64, count=len(self._docs))
-        n = len(lengths)
-        split = lengths > cap  # long documents: rows take pieces of them
-        taken = np.zeros(n, dtype=np.int64)  # tokens of each document placed in this batch
-        mean = float(np.minimum(lengths, cap).mean())
-        whole = np.flatnonzero(~split)
-        by_len = whole[np.argsort(lengths[whole], kind="stable")]  # ties by arrival order: deterministic
-        placed = split.copy()  # whole documents placed; long ones never enter the best-fit search
-        overdue_seq = self.samples_consumed - _SOFT_AGE * n  # these open a row if it closes well
-        forced_seq = self.samples_consumed - _HARD_AGE * n  # these open a row whatever the waste
-        seq = np.asarray(self._seq, dtype=np.int64)
-        long_ids = list(np.flatnonzero(split))
-        long_pos = 0  # first long document with tokens left
-        head = 0  # oldest pending document with tokens left
-        tol = cap // 1000
-        good = cap // 100
-
-        def avail() -> np.ndarray:
-            return by_len[~placed[by_len]]
-
-        def close_waste(gap: int) -> int:
-            a = avail()
-            if not len(a) or lengths[a[0]] > gap:
-                return gap
-            return gap - int(sum(lengths[a[p]] for p in _close(lengths[a], gap, tol)))
-
-        def close_waste_without(i: int, gap: int) -> int:
-            placed[i] = True
-            w = close_waste(gap)
-            placed[i] = False
-            return w
-
-        def more_long(i: int) -> bool:
-            return any(taken[j] < lengths[j] for j in long_ids[long_pos:] if j != i)
-
-        def left(i: int) -> int:
-            return int(lengths[i] - taken[i])
-
-        row_pieces: list[list[tuple[int, int, int]]] = []  # (document, start, end)
-        for _ in range(rows):
-            gap, pieces = cap, []
-
-            def put(d: int, k: int) -> None:
-                nonlocal gap
-                pieces.append((d, int(taken[d]), int(taken[d]) + k))
-                taken[d] += k
-                gap -= k
-                if not split[d]:
-                    placed[d] = True
-
-            while True:
-                while head < n and taken[head] >= lengths[head]:
-                    head += 1
-                if head < n and split[head]:  # the oldest document is long: a piece of it
-                    k = self._piece(left(head), gap, more_long(head))
-                    if k:
-                        put(head, k)
-                        continue
-                elif head < n and lengths[head] <= gap and (not pieces or gap - lengths[head] >= mean):
-                    d = head
-                    if (not pieces and gap - lengths[d] < 2 * mean and seq[d] > forced_seq and not long_pos < len(long_ids)
-                            and (seq[d] > overdue_seq or close_waste_without(d, gap - int(lengths[d])) > good)):
-                        d = self._choose_opener(d, n, lengths, placed, split, by_len, close_waste, tol)
-                    put(d, int(lengths[d]))
-                    continue
-                # close the row with the best single or pair of whole documents from the buffer
-                a = avail()
-                if len(a) and lengths[a[0]] <= gap:
-                    for p in _close(lengths[a], gap, tol):
-                        put(int(a[p]), int(lengths[a[p]]))
-                    continue
-                # fill what is left with pieces of long documents, oldest first
-                while long_pos < len(long_ids) and taken[long_ids[long_pos]] >= lengths[long_ids[long_pos]]:
-                    long_pos += 1
-                put_any = False
-                for d in long_ids[long_pos:]:
-                    if gap < self.min_chunk:
-                        break
-                    k = self._piece(left(d), gap, more_long(d))
-                    if k:
-                        put(d, k)
-                        put_any = True
-                if not put_any:
-                    break
-            row_pieces.append(pieces)
-        flat = [p for r in row_pieces for p in r]
-        batch = self._assemble(flat, [len(r) for r in row_pieces])
-        keep = taken < lengths
-        self._docs = [d[t:] if t else d for d, t, k in zip(self._docs, taken, keep) if k]
-        self._seq = [s for s, k in zip(self._seq, keep) if k]
-        self._pending_tokens -= batch["num_tokens"]
+        builder = _RowBuilder(lengths, np.asarray(self._seq, dtype=np.int64), self.samples_consumed,
+                              self.max_seq_len, self.min_chunk)
+        batch = self._assemble([builder.fill_row() for _ in range(rows)])
+        self._remove_taken(builder.taken)
         self.batches_emitted += 1
-        self.tokens_emitted += batch["num_tokens"]
+        self.tokens_emitted += batch.num_tokens
         self.budget_tokens_emitted += rows * self.max_seq_len
         return batch
 
-    def _choose_opener(self, oldest, n, lengths, placed, split, by_len, close_waste, tol) -> int:
-        """The opener, among the oldest and the longest whole documents, that fills its row best.
+    def _remove_taken(self, taken: np.ndarray) -> None:
+        """Drop the placed tokens from the buffer: used-up documents go, long ones keep their rest."""
+        keep = [t < len(d) for d, t in zip(self._docs, taken)]
+        self._docs = [d[t:] if t else d for d, t, k in zip(self._docs, taken, keep) if k]
+        self._seq = [s for s, k in zip(self._seq, keep) if k]
+        self._pending_tokens -= int(taken.sum())
 
-        Rows closing within `tol` tokens count as full; among those the longest opener wins
-        (long documents are the hard ones to place: placing them while a partner exists keeps
-        the buffer from filling up with them), then the oldest.
-        """
-        cap = self.max_seq_len
-        cands, i = [], oldest
-        while i < n and len(cands) < _OPENER_CANDIDATES:
-            if not split[i] and not placed[i]:
-                cands.append(i)
-            i += 1
-        a = by_len[~placed[by_len]]
-        cands += [int(d) for d in a[::-1][:_OPENER_CANDIDATES] if int(d) not in cands]
-        best, best_key = oldest, None
-
-        def consider(i: int) -> None:
-            nonlocal best, best_key
-            placed[i] = True  # not its own partner
-            waste = close_waste(cap - int(lengths[i]))
-            placed[i] = False
-            key = (max(waste, tol), -int(lengths[i]), i)
-            if best_key is None or key < best_key:
-                best, best_key = i, key
-
-        for i in cands:
-            consider(i)
-        if best_key[0] > cap // 100:
-            # The oldest and the longest documents all leave more than 1% of the row empty (long
-            # documents waiting for a short partner): open the row with the longest other
-            # document that closes it within `tol` instead of leaving the row part empty.
-            # Single partners of every available document at once (lens ascending).
-            lens = lengths[a]
-            k = np.searchsorted(lens, cap - lens, side="right") - 1
-            k = np.where(k == np.arange(len(lens)), k - 1, k)
-            waste = np.where(k >= 0, cap - lens - lens[np.maximum(k, 0)], cap - lens)
-            ok = np.flatnonzero(waste <= tol)
-            consider(int(a[ok[-1]]) if len(ok) else int(a[np.argmin(waste[::-1]) * -1 + len(a) - 1]))
-        return best
-
-    def _assemble(self, pieces: list[tuple[int, int, int]], docs_per_row: list[int]) -> dict:
-        rows = len(docs_per_row)
+    def _assemble(self, row_pieces: list[list[tuple[int, int, int]]]) -> PackedBatch:
+        """The PackedBatch of rows given as pieces (document, start, end) of the pending documents."""
+        pieces = [p for row in row_pieces for p in row]
         lens = np.array([b - a for _, a, b in pieces], dtype=np.int64)
         ids = (np.concatenate([self._docs[d][a:b] for d, a, b in pieces]).astype(np.int64) if pieces
                else np.zeros(0, np.int64))
@@ -347,21 +359,18 @@ class SequencePacker:
         np.cumsum(lens, out=cu[1:])
         # position = token index - start of its document (chunk)
         positions = np.arange(len(ids), dtype=np.int64) - np.repeat(cu[:-1], lens)
-        doc_row_end = np.cumsum(docs_per_row)
-        row_offsets = np.zeros(rows + 1, np.int64)
-        row_offsets[1:] = cu[doc_row_end]
-        total = int(cu[-1])
-        return {
-            "input_ids": torch.from_numpy(ids),
-            "position_ids": torch.from_numpy(positions),
-            "cu_seqlens": torch.from_numpy(cu.astype(np.int32)),
-            "max_seqlen": int(lens.max()) if len(lens) else 0,
-            "row_offsets": torch.from_numpy(row_offsets),
-            "row_num_tokens": torch.from_numpy(np.diff(row_offsets)),
-            "num_tokens": total,
-            "packing_efficiency": total / (rows * self.max_seq_len),
-            "num_docs": len(lens),
-        }
+        row_offsets = np.zeros(len(row_pieces) + 1, np.int64)
+        row_offsets[1:] = cu[np.cumsum([len(row) for row in row_pieces])]
+        return PackedBatch(
+            input_ids=torch.from_numpy(ids),
+            position_ids=torch.from_numpy(positions),
+            cu_seqlens=torch.from_numpy(cu.astype(np.int32)),
+            max_seqlen=int(lens.max()) if len(lens) else 0,
+            row_offsets=torch.from_numpy(row_offsets),
+            row_num_tokens=torch.from_numpy(np.diff(row_offsets)),
+            num_tokens=int(cu[-1]),
+            row_capacity=self.max_seq_len,
+        )
 
     # ---- state -------------------------------------------------------------------------------
     _COUNTERS = (

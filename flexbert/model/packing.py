@@ -10,9 +10,9 @@ import dataclasses
 
 import torch
 
-from flexbert.model.attention.kernels.base import PackedSeqInfo
+from flexbert.model.attention.kernels.base import PackedSeqInfo, document_ids, positions_in_documents
 
-__all__ = ["PackedInputs", "pack_inputs", "repad", "positions_from_cu_seqlens"]
+__all__ = ["PackedInputs", "pack_inputs", "repad"]
 
 
 @dataclasses.dataclass
@@ -42,14 +42,6 @@ class PackedInputs:
         if self.indices_T is None:
             return per_token
         return per_token.reshape(-1, *per_token.shape[2:])[self.indices_T]
-
-
-def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Return (T,) int64 positions restarting at 0 at every document start."""
-    cu = cu_seqlens.to(torch.int64)
-    lens = cu[1:] - cu[:-1]
-    starts_T = torch.repeat_interleave(cu[:-1], lens, output_size=total)
-    return torch.arange(total, device=cu.device) - starts_T
 
 
 def pack_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -100,7 +92,7 @@ def pack_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = N
             raise ValueError(f"cu_seqlens must start at 0 and end at T={T}, got {cu_seqlens.tolist()}")
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
     if position_ids is None:
-        position_ids = positions_from_cu_seqlens(cu_seqlens, T)
+        position_ids = positions_in_documents(cu_seqlens, document_ids(cu_seqlens, T))
     return PackedInputs(input_ids_T=input_ids, position_ids_T=position_ids.long(),
                         seqs=PackedSeqInfo(cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen)))
 

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from composer.core import DataSpec
 from composer.models import ComposerModel
 from torchmetrics import Metric
+
 from flexbert.data.batching import num_samples as rows_in
 from flexbert.data.batching import num_tokens as tokens_in
 from flexbert.data.batching import split_packed_batch
+from flexbert.data.packed_batch import PackedBatch
 
 __all__ = ["FlexBertComposerModel", "MaskedAccuracy", "MaskedLoss", "Perplexity", "packed_data_spec"]
 
 IGNORE = -100
-#: Keys of a packed batch the model takes as inputs (see docs/ARCHITECTURE.md).
-MODEL_INPUTS = ("input_ids", "labels", "cu_seqlens", "max_seqlen", "position_ids")
 
 
 def _masked_logits_labels(outputs: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,17 +109,9 @@ class FlexBertComposerModel(ComposerModel):
         self.train_metrics = {"MaskedAccuracy": MaskedAccuracy(), "MaskedLoss": MaskedLoss()}
         self.eval_metrics = {"MaskedAccuracy": MaskedAccuracy(), "MaskedLoss": MaskedLoss(), "Perplexity": Perplexity()}
 
-    def forward(self, batch: Mapping[str, Any]) -> Any:
+    def forward(self, batch: PackedBatch | Mapping[str, Any]) -> Any:
         device = next(self.model.parameters()).device
-        kwargs = {}
-        for key in MODEL_INPUTS:
-            value = batch.get(key)
-            if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=True)
-            kwargs[key] = value
-        if isinstance(kwargs["max_seqlen"], torch.Tensor):
-            kwargs["max_seqlen"] = int(kwargs["max_seqlen"])  # kernels need it on the host
-        return self.model(**kwargs)
+        return self.model(**PackedBatch.coerce(batch).model_inputs(device))
 
     def loss(self, outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
         return outputs.loss
@@ -156,12 +148,14 @@ def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec
     samples = rows; tokens = real (non-pad) tokens, plus `loss_generating` = labelled
     tokens so that Composer can weight microbatches by masked tokens
     (`accumulate_train_batch_on_tokens`), making accumulation equal to one big batch.
+    Composer's device transfer hands a Mapping back as a plain dict: `microbatch_transforms`
+    (run right after it, on every train and eval microbatch) makes it a PackedBatch again.
     """
     def get_tokens(batch: Mapping[str, Any]) -> dict[str, int]:
         return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE).sum())}
 
-    def split(batch: Mapping[str, Any], microbatch_size: int | float) -> list:
-        return list(split_packed_batch(batch, int(microbatch_size)))
+    def split(batch: Mapping[str, Any], microbatch_size: int | float) -> list[PackedBatch]:
+        return split_packed_batch(batch, int(microbatch_size))
 
     return DataSpec(
         loader,
@@ -169,4 +163,5 @@ def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec
         split_batch=split,
         get_num_samples_in_batch=lambda b: int(rows_in(b)),
         get_num_tokens_in_batch=get_tokens,
+        microbatch_transforms=PackedBatch.coerce,
     )

@@ -7,7 +7,7 @@ masking rate and RoPE thetas. A named attention kernel that could not train on t
 machine's device (e.g. `flex` on CPU) is reported as a warning line.
 
 Steps and tokens are related by simulating the batch-size warmup step by step with the
-loader's own rule (`flexbert.data.packer.BatchSizeWarmup`) and `rows x max_seq_len`
+loader's own rule (`flexbert.data.batch_size_warmup.BatchSizeWarmup`) and `rows x max_seq_len`
 tokens per step, i.e. assuming full rows (packing loses < 0.5%), so the step column is an
 estimate while the token column is exact for token-based schedules.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from flexbert.config.loading import LoadedRun
 from flexbert.config.optim import parse_time
-from flexbert.data.packer import BatchSizeWarmup
+from flexbert.data.batch_size_warmup import BatchSizeWarmup
 from flexbert.errors import ConfigError
 from flexbert.model.registries import check_block_names
 from flexbert.train.builder import check_attention_kernel

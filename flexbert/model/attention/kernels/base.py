@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["PackedSeqInfo", "AttentionKernel", "flash_hardware_reason", "flash_head_dim_reason", "FLASH_MAX_HEAD_DIM"]
+__all__ = ["PackedSeqInfo", "AttentionKernel", "document_ids", "positions_in_documents", "flash_hardware_reason",
+           "flash_head_dim_reason", "FLASH_MAX_HEAD_DIM"]
 
 #: The largest head dim FlashAttention-2 kernels (flash-attn's and torch's) are built for.
 FLASH_MAX_HEAD_DIM = 256
@@ -44,6 +45,38 @@ class PackedSeqInfo:
     @property
     def num_seqs(self) -> int:
         return self.cu_seqlens.numel() - 1
+
+
+def document_ids(cu_seqlens: torch.Tensor, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Document index of every position, padding positions (>= cu_seqlens[-1]) in document D.
+
+    The one place per-token document ids are computed (the model's entry, `sdpa`, `flex`).
+    Empty documents own no position: a token belongs to the first document that ends after it.
+
+    Args:
+        cu_seqlens: (D+1,) int cumulative document lengths.
+        length: number of positions P to label (P >= cu_seqlens[-1]); a Python int, so no
+            device sync is needed.
+        device: where the result lives (None: cu_seqlens' device).
+    Returns:
+        (P,) int64, non-decreasing.
+    """
+    ends = cu_seqlens[1:].to(device=device, dtype=torch.int64)
+    positions = torch.arange(length, device=ends.device, dtype=torch.int64)
+    # Number of documents that end at or before t = index of t's document.
+    return torch.searchsorted(ends, positions, right=True)
+
+
+def positions_in_documents(cu_seqlens: torch.Tensor, doc_T: torch.Tensor) -> torch.Tensor:
+    """(T,) int64 position of every token inside its document, restarting at 0 at each document start.
+
+    Args:
+        cu_seqlens: (D+1,) int cumulative document lengths, cu_seqlens[-1] == T.
+        doc_T: (T,) the tokens' document ids (`document_ids(cu_seqlens, T)`), passed in so a
+            caller that keeps them computes them once.
+    """
+    starts_D = cu_seqlens[:-1].to(device=doc_T.device, dtype=torch.int64)
+    return torch.arange(doc_T.numel(), device=doc_T.device) - starts_D[doc_T]
 
 
 class AttentionKernel:

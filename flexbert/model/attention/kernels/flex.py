@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from flexbert.model.registries import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, document_ids
 
 __all__ = ["FlexKernel", "BLOCK_SIZE", "build_block_mask", "document_ids"]
 
@@ -96,22 +96,6 @@ class _ForwardOnly(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         raise RuntimeError(ctx.reason)
-
-
-def document_ids(cu_seqlens: torch.Tensor, length: int, device: torch.device) -> torch.Tensor:
-    """Document index of every position, padding positions (>= cu_seqlens[-1]) in document D.
-
-    Args:
-        cu_seqlens: (D+1,) int cumulative document lengths.
-        length: number of positions P to label (P >= cu_seqlens[-1]).
-        device: where the result lives.
-    Returns:
-        (P,) int64, non-decreasing.
-    """
-    ends = cu_seqlens[1:].to(device=device, dtype=torch.int64)
-    positions = torch.arange(length, device=device, dtype=torch.int64)
-    # Number of documents that end at or before t = index of t's document.
-    return torch.searchsorted(ends, positions, right=True)
 
 
 def _mask_mod_for(doc_P: torch.Tensor, window: int | None) -> Callable:

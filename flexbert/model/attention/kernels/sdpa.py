@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from flexbert.model.registries import KERNELS
-from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo
+from flexbert.model.attention.kernels.base import AttentionKernel, PackedSeqInfo, document_ids, positions_in_documents
 from flexbert.model.attention.kernels.eager import host_cu_seqlens
 
 __all__ = ["SdpaKernel", "dense_layout", "dense_mask", "dense_gather_index", "dense_additive_mask", "sdpa_plan",
@@ -48,8 +48,8 @@ def dense_layout(seqs: PackedSeqInfo, device: torch.device) -> tuple[torch.Tenso
         cu = seqs.cu_seqlens.to(device=device, dtype=torch.int64)
         len_D = cu[1:] - cu[:-1]
         T = seqs.total_tokens
-        doc_T = torch.repeat_interleave(torch.arange(len_D.numel(), device=device), len_D, output_size=T)
-        pos_T = torch.arange(T, device=device) - cu[:-1][doc_T]
+        doc_T = document_ids(cu, T, device)
+        pos_T = positions_in_documents(cu, doc_T)
         layout = (doc_T, pos_T, len_D)
         seqs.cache["sdpa:layout"] = layout
     return layout
