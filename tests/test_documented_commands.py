@@ -130,8 +130,10 @@ PLANS: dict[str, Plan] = {
         skip=True, why="needs a bucket, credentials and a cluster; tests/test_convert_ray.py::"
                        "test_s3_in_and_out_then_training_streams_it_back runs it against moto on 127.0.0.1"),
     "python train.py yamls/demo.yaml data.remote=s3://my-bucket/mds data.local=/tmp/mds-cache": Plan(
-        skip=True, why="streams from a bucket (moto in tests/test_convert_ray.py); the keys are checked as a dry run",
-        proxy="python train.py yamls/demo.yaml data.remote=s3://my-bucket/mds data.local=/tmp/mds-cache --dry-run"),
+        skip=True, why="streams from a bucket (moto in tests/test_convert_ray.py); the keys and the bucket (moto on "
+                       "127.0.0.1, the preflight checks credentials and the index) are checked as a dry run",
+        proxy=f"python {ROOT / 'tests' / '_with_s3.py'} my-bucket/mds/train/index.json my-bucket/mds/val/index.json -- "
+              "python train.py yamls/demo.yaml data.remote=s3://my-bucket/mds data.local=/tmp/mds-cache --dry-run"),
     "python data_prep/convert_to_mds.py --input corpus/ --tokenizer tok/ --output mds/ --val-fraction 0.01 --engine ray "
     "--ray-address auto --resume": Plan(
         skip=True, why="needs a cluster and an interrupted run (tests/test_convert_ray.py::"

@@ -131,8 +131,8 @@ def test_remote_paths_that_work_pass_and_leave_nothing_behind(s3_env, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["data.split=val"], "data.remote s3://corpus/mds/val/index.json: the object has no index.json"),
-    (["load_path=s3://corpus/ckpt/missing.pt"], "load_path s3://corpus/ckpt/missing.pt: the object does not exist"),
+    (["data.split=val"], "data.remote s3://corpus/mds/val/index.json: no such object (not an MDS dataset, or the wrong split)"),
+    (["load_path=s3://corpus/ckpt/missing.pt"], "load_path s3://corpus/ckpt/missing.pt: no such object; fix load_path"),
     (["save_folder=s3://nobucket/runs"], "save_folder s3://nobucket/runs: bucket 'nobucket' does not exist"),
 ])
 def test_a_remote_path_that_does_not_exist_is_named_with_its_key(s3_env, overrides, message):

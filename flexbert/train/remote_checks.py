@@ -125,8 +125,8 @@ def _check_s3(p: RemotePath, timeout_s: float) -> None:
         err = e.response.get("Error", {})
         code, status = str(err.get("Code", "")), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("404", "NoSuchKey", "NotFound") and p.access == "object":
-            what = "has no index.json: not an MDS dataset, or the wrong split" if p.url.endswith("index.json") else "does not exist"
-            raise ConfigError(f"{where}: the object {what}; fix {p.key.split(' ')[0]}") from None
+            why = " (not an MDS dataset, or the wrong split)" if p.url.endswith("index.json") else ""
+            raise ConfigError(f"{where}: no such object{why}; fix {p.key.split(' ')[0]}") from None
         if code == "NoSuchBucket" or (code in ("404", "NotFound") and p.access != "object"):
             raise ConfigError(f"{where}: bucket '{bucket}' does not exist at {endpoint}; fix {p.key}") from None
         if status == 403 or code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"):
