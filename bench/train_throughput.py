@@ -96,18 +96,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from flexbert.config.loading import load_run_config  # noqa: E402
+from flexbert.train.loading import load_run  # noqa: E402
 from flexbert.config.model import load_model_config  # noqa: E402
 from flexbert.config.optim import OptimizerConfig  # noqa: E402
 from flexbert.config.strict import ConfigError  # noqa: E402
 from flexbert.data.batching import pad_rows  # noqa: E402
+from flexbert.data.packed_batch import MODEL_INPUTS  # noqa: E402
 from flexbert.model import FlexBertForMaskedLM  # noqa: E402
 from flexbert.train.flops import count_params, flops_per_token, peak_flops, precision_key  # noqa: E402
 from flexbert.train.optim import build_optimizer  # noqa: E402
 
 PAPER_TOKENS_PER_S = 312_000  # ModernBERT-base, seq_len 1024, per H100 (reference only)
 DEFAULT_MLM = 0.3
-MODEL_INPUTS = ("input_ids", "labels", "cu_seqlens", "max_seqlen", "position_ids")
 
 
 @dataclasses.dataclass
@@ -125,7 +125,7 @@ def load_setup(model: str) -> Setup:
     if not model.endswith((".yaml", ".yml")):
         return Setup(load_model_config({"preset": model}), OptimizerConfig(), DEFAULT_MLM, f"preset {model}")
     try:
-        run = load_run_config(model)
+        run = load_run(model)
     except ConfigError:
         # not a run file (e.g. yamls/models/tiny.yaml): model keys only
         return Setup(load_model_config(model), OptimizerConfig(), DEFAULT_MLM, f"model YAML {model}")
@@ -517,11 +517,10 @@ def trainer_overrides(args, seq_len: int, rows: int, folder: str, cuda: bool) ->
 
 def measure_trainer(seq_len: int, args, device: torch.device) -> dict:
     """--trainer: fit the run YAML for warmup + steps batches and time every step."""
-    from flexbert.config.loading import load_run_config
     from flexbert.train.builder import build_trainer
 
     cuda = device.type == "cuda"
-    base = load_run_config(args.model, args.overrides)
+    base = load_run(args.model, args.overrides)
     cfg0, mcfg0 = base.cfg, base.model_cfg
     rows = args.rows or (cfg0.device_train_microbatch_size if cuda and isinstance(cfg0.device_train_microbatch_size, int)
                          else 2)
@@ -532,7 +531,7 @@ def measure_trainer(seq_len: int, args, device: torch.device) -> dict:
         tokens = int(1.3 * (args.warmup + args.steps + 2) * rows * seq_len) + 64 * seq_len
         folder, source = mds_source(args, mcfg0, seq_len, tokens, tmp)
         forced = trainer_overrides(args, seq_len, rows, folder, cuda)
-        loaded = load_run_config(args.model, forced + list(args.overrides))
+        loaded = load_run(args.model, forced + list(args.overrides))
         cfg, mcfg = loaded.cfg, loaded.model_cfg
         built = build_trainer(loaded)
         trainer = built.trainer
@@ -687,9 +686,8 @@ def _main_trainer(args, device: torch.device) -> list[dict]:
           f"load avg (1 min) {os.getloadavg()[0]:.1f}", flush=True)
     results = []
     if not args.seq_len:
-        from flexbert.config.loading import load_run_config
-
-        args.seq_len = [load_run_config(args.model, args.overrides).cfg.data.max_seq_len]
+    
+        args.seq_len = [load_run(args.model, args.overrides).cfg.data.max_seq_len]
     for seq_len in args.seq_len:
         result = measure_trainer(seq_len, args, device)
         results.append(result)

@@ -32,10 +32,8 @@ def unknown_key(key_path: str, valid: typing.Iterable[str], source: str | None) 
 
 def to_plain(data: Any) -> Any:
     """OmegaConf nodes -> plain Python containers (interpolations resolved)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # omegaconf is a dependency; keep decode usable without it
-        return data
+    from omegaconf import DictConfig, ListConfig, OmegaConf  # import cost: only when a config is read
+
     if isinstance(data, (DictConfig, ListConfig)):
         return OmegaConf.to_container(data, resolve=True)
     return data

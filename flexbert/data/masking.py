@@ -13,9 +13,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from flexbert.labels import IGNORE_INDEX
+
 __all__ = ["MLMMasker", "IGNORE_INDEX", "mask_seed"]
 
-IGNORE_INDEX = -100
 
 
 def mask_seed(seed: int, batch_index: int, rank: int) -> int:

@@ -10,6 +10,10 @@ Inputs may also be objects in a bucket (``s3://``, ``gs://``; :class:`RemoteFile
 through pyarrow's file systems, ``S3_ENDPOINT_URL`` honoured as Streaming does), and an
 uncompressed JSONL file may be read as byte ranges (:class:`Piece`) that together yield
 exactly the documents of the whole file: the Ray engine's unit of parallel work.
+
+Formats are chosen by file suffix from the registry INPUT_FORMATS: a new format is one
+``register_format(InputFormat(name, suffixes, read))`` with its reader (a generator of
+Document / BadInput for one file), and folders, conversion and the Ray engine read it.
 """
 from __future__ import annotations
 
@@ -27,11 +31,16 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Sequence, Union
 from urllib.parse import urlparse
 
+from flexbert.registry import Registry
+
 __all__ = [
     "Document",
     "BadInput",
     "InputError",
     "file_kind",
+    "InputFormat",
+    "INPUT_FORMATS",
+    "register_format",
     "expand_inputs",
     "read_file",
     "iter_documents",
@@ -237,18 +246,46 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+@dataclass(frozen=True)
+class InputFormat:
+    """A kind of input file, chosen by suffix.
+
+    Attributes:
+        name: the registry name ('jsonl', 'parquet', 'text', ...).
+        suffixes: lower-case file suffixes of the format (".jsonl").
+        read: (file, text_field) -> iterator of Document / BadInput for one whole file.
+        compressed: also read FILE.SUFFIX.gz / .zst / .zstd (the reader decompresses).
+    """
+
+    name: str
+    suffixes: frozenset[str]
+    read: Callable[..., Iterator["Document | BadInput"]]
+    compressed: bool = False
+
+
+INPUT_FORMATS: Registry[InputFormat] = Registry("input format")
+
+
+def register_format(fmt: InputFormat) -> InputFormat:
+    """Add `fmt` to INPUT_FORMATS under its name (a suffix claimed twice is refused)."""
+    for other in (INPUT_FORMATS.get(n) for n in INPUT_FORMATS.names()):
+        shared = fmt.suffixes & other.suffixes
+        if shared:
+            raise ValueError(f"input format {fmt.name}: suffixes {sorted(shared)} are already {other.name}'s")
+    return INPUT_FORMATS.register(fmt.name)(fmt)
+
+
 def file_kind(path: Path) -> str | None:
-    """'jsonl', 'parquet', 'text' (prose or code: one document per file) or None (unknown)."""
+    """The input format of `path` by its suffix ('jsonl', 'parquet', 'text', ...), or None (unknown)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
-        return "jsonl" if len(suffixes) > 1 and suffixes[-2] in JSONL_SUFFIXES else None
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED_SUFFIXES
+    if compressed:
+        suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
-    if last in JSONL_SUFFIXES:
-        return "jsonl"
-    if last == ".parquet":
-        return "parquet"
-    if last in TEXT_SUFFIXES or last in CODE_SUFFIXES:
-        return "text"
+    for name in INPUT_FORMATS.names():
+        fmt = INPUT_FORMATS.get(name)
+        if last in fmt.suffixes and (fmt.compressed or not compressed):
+            return name
     return None
 
 
@@ -378,9 +415,7 @@ def read_file(path: InputFile | Piece, text_field: str = "text") -> Iterator[Doc
         else:
             yield from _read_jsonl(path.file, text_field, path.start, path.stop)
             return
-    kind = file_kind(path) or "text"
-    reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text}[kind]
-    yield from reader(path, text_field)
+    yield from INPUT_FORMATS.get(file_kind(path) or "text").read(path, text_field)
 
 
 def _read_text(path: Path, text_field: str) -> Iterator[Document | BadInput]:
@@ -557,6 +592,11 @@ def _read_parquet(path: Path, text_field: str) -> Iterator[Document | BadInput]:
         return
     if row == 0:
         yield BadInput(f, None, "empty", "empty file (no rows)", size)
+
+
+register_format(InputFormat("text", frozenset(TEXT_SUFFIXES | CODE_SUFFIXES), _read_text))  # one document per file
+register_format(InputFormat("jsonl", frozenset(JSONL_SUFFIXES), _read_jsonl, compressed=True))
+register_format(InputFormat("parquet", frozenset({".parquet"}), _read_parquet))
 
 
 def iter_documents(

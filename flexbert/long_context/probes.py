@@ -16,13 +16,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from flexbert.labels import IGNORE_INDEX
 from flexbert.long_context.corpus import HeldOut
 from flexbert.long_context.settings import ProbeSettings
 
 __all__ = ["ProbeDoc", "SpecialIds", "ProbeError", "occurrences", "build_mlm_distance", "build_passkey",
            "build_position_docs", "IGNORE_INDEX"]
 
-IGNORE_INDEX = -100
 _MAX_TRIES = 200
 _PROBE_IDS = {"mlm_distance": 1, "passkey": 2, "loss_by_position": 3}
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flexbert.labels import IGNORE_INDEX
 from flexbert.errors import ConfigError
 from flexbert.model.registries import MLM_LOSSES
 
@@ -44,7 +45,6 @@ __all__ = ["MLM_LOSSES", "MLMLossKernel", "MLMLossResult", "AUTO_ORDER", "IGNORE
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 #: The fp32 logits block of one chunk is at most this many elements (128 MiB), at least 64 rows.
 CHUNK_ELEMENTS = 1 << 25
 

@@ -18,14 +18,13 @@ from composer.core import DataSpec
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from flexbert.labels import IGNORE_INDEX
 from flexbert.data.batching import num_samples as rows_in
 from flexbert.data.batching import num_tokens as tokens_in
 from flexbert.data.batching import split_packed_batch
 from flexbert.data.packed_batch import PackedBatch
 
 __all__ = ["FlexBertComposerModel", "MaskedAccuracy", "MaskedLoss", "Perplexity", "packed_data_spec"]
-
-IGNORE = -100
 
 
 def _masked_logits_labels(outputs: Any, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +39,7 @@ def _masked_logits_labels(outputs: Any, batch: Mapping[str, Any]) -> tuple[torch
         labels = batch["labels"].to(logits.device)
     logits = logits.reshape(-1, logits.shape[-1])
     labels = labels.reshape(-1)
-    keep = labels != IGNORE
+    keep = labels != IGNORE_INDEX
     return logits[keep], labels[keep]
 
 
@@ -137,7 +136,7 @@ def _scored_rows(outputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     preds, token_loss, labels = (getattr(outputs, k, None) for k in ("predictions", "token_loss", "labels"))
     if preds is None or token_loss is None or labels is None or labels.shape != preds.shape:
         return None
-    keep = labels != IGNORE
+    keep = labels != IGNORE_INDEX
     return preds[keep], token_loss[keep], labels[keep]
 
 
@@ -152,7 +151,7 @@ def packed_data_spec(loader: Any, *, num_samples: int | None = None) -> DataSpec
     (run right after it, on every train and eval microbatch) makes it a PackedBatch again.
     """
     def get_tokens(batch: Mapping[str, Any]) -> dict[str, int]:
-        return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE).sum())}
+        return {"total": int(tokens_in(batch)), "loss_generating": int((batch["labels"] != IGNORE_INDEX).sum())}
 
     def split(batch: Mapping[str, Any], microbatch_size: int | float) -> list[PackedBatch]:
         return split_packed_batch(batch, int(microbatch_size))

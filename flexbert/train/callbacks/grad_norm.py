@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from composer.core import Callback, State
+from torch.distributed.fsdp import FullyShardedDataParallel
 from composer.loggers import Logger
 from composer.utils import dist
 
@@ -15,10 +16,6 @@ def _is_fsdp(state: State) -> bool:
             return True
     except AttributeError:  # a State without the property (older Composer) or a bare module
         pass
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:
-        return False
     return any(isinstance(m, FullyShardedDataParallel) for m in state.model.modules())
 
 

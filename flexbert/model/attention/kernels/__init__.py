@@ -25,15 +25,9 @@ __all__ = ["KERNELS", "AttentionKernel", "PackedSeqInfo", "resolve_kernel", "AUT
 
 log = logging.getLogger(__name__)
 
-# Registration happens on import of each kernel module (they import KERNELS from flexbert.model.registries).
-from flexbert.model.attention.kernels import eager, sdpa  # noqa: E402,F401
-
-for _optional in ("flex", "flash", "torch_flash"):  # written separately; absent modules are skipped
-    try:
-        __import__(f"flexbert.model.attention.kernels.{_optional}")
-    except ModuleNotFoundError as e:
-        if e.name != f"flexbert.model.attention.kernels.{_optional}":
-            raise
+# Registration happens on import of each kernel module (they import KERNELS from flexbert.model.registries);
+# each imports its optional package (flash_attn, triton) only when it runs, so all of them import here.
+from flexbert.model.attention.kernels import eager, flash, flex, sdpa, torch_flash  # noqa: E402,F401
 
 AUTO_ORDER = {"cuda": ("flash_attn", "torch_flash", "flex", "sdpa"), "cpu": ("sdpa",)}
 
