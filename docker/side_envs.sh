@@ -25,8 +25,11 @@ TRANSFORMERS457=(transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2
 # numpy < 2 that the main environment allows. Left out on purpose: PyLate's index backends
 # (fast-plaid, fastkmeans, ninja, ujson), unused by encode/rerank/training; fast-plaid's wheels are
 # built for one torch each (1.4.6.2110 requires torch==2.11.0), never the main environment's.
+# kernels: transformers >= 5.25 (main environment) depends on it, and transformers 5.3 imports it
+# when present; 5.3 is written for kernels >=0.10.2,<0.11 (newer ones refuse its hub layer table
+# at import: "Either a revision or a version must be specified"), so the side env carries its own.
 PYLATE=(pylate==1.6.0 sentence-transformers==5.3.0 transformers==5.3.0 huggingface_hub==1.33.0
-        tokenizers==0.22.2 datasets==5.2.0 pandas==2.3.3 dill==0.4.1 multiprocess==0.70.19)
+        tokenizers==0.22.2 datasets==5.2.0 pandas==2.3.3 dill==0.4.1 multiprocess==0.70.19 kernels==0.10.5)
 
 tmp=""
 # A failed or interrupted build leaves no temporary folder behind.

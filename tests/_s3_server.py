@@ -28,6 +28,11 @@ def s3_server(*buckets: str) -> Iterator[tuple[dict, object]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {"S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", **CREDENTIALS}
+    # moto keeps its buckets in process-wide state, so a server started after another one in the same
+    # pytest process would see the earlier test's objects: start from nothing.
+    import requests
+
+    requests.post(f"{env['S3_ENDPOINT_URL']}/moto-api/reset", timeout=10).raise_for_status()
     client = boto3.client("s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
     for b in buckets:

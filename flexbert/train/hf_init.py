@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from flexbert.config.model import FlexBertConfig
+from flexbert.config.strict import unknown_key
 from flexbert.data.tokenizer import load_tokenizer, round_up
 from flexbert.errors import ConfigError
 from flexbert.export.hf import read_hf_config
@@ -67,7 +68,7 @@ def hf_model_config(folder: str, overrides: Mapping[str, Any], tokenizer: Option
     known = {f.name for f in dataclasses.fields(FlexBertConfig)}
     for key, value in overrides.items():
         if key not in known:
-            raise ConfigError(f"unknown key 'model.{key}'")
+            raise unknown_key(f"model.{key}", known, f"the model section (continuing from {folder})")
         if key in SHAPE_KEYS and value != getattr(base, key):
             raise ConfigError(
                 f"model.{key} is {value!r} but the weights in {folder} have {key} {getattr(base, key)!r}; "
