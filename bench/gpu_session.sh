@@ -11,8 +11,8 @@
 # On a machine where the project is installed (pip install -e .[dev]) .whl/ may be absent.
 #
 # ONLY=issue15 runs the training-speed measurement of issue 15 (item 6), sized for ~8 minutes on an
-# H200 (step limits sum to 475 s; expected ~5 min): the GPU tests of the MLM loss and of the sdpa
-# kernel's layouts, the dense-vs-chunked loss bench
+# H200 (step limits sum to 525 s; expected ~6 min): the GPU tests of the MLM loss and of the sdpa
+# kernel's layouts and the recompile count of compiled training, the dense-vs-chunked loss bench
 # (bf16, M 4096 and 17408, ModernBERT-base vocab), then tokens/s, MFU, peak memory and the share of
 # step time outside forward/backward/optimizer through the real Composer Trainer
 # (bench/train_throughput.py --trainer, the shipped phase YAMLs, synthetic lognormal-length MDS
@@ -67,7 +67,7 @@ step vs_hf 150 "$py" bench/model_throughput.py --model modernbert-base --set sho
 # ---- issue 15, item 6 (ONLY=issue15): Composer-path throughput and the fused MLM loss on CUDA, bf16
 step i15_env 15 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
     $py -c 'import torch, composer, transformers; print(\"torch\", torch.__version__, \"composer\", composer.__version__, \"transformers\", transformers.__version__)'"
-step i15_loss_tests 40 "$py" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_mlm_loss.py tests/test_attention_cpu_fastpath.py
+step i15_loss_tests 90 "$py" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_mlm_loss.py tests/test_attention_cpu_fastpath.py tests/test_recompiles.py
 step i15_loss 50 "$py" bench/mlm_loss.py --json "$OUT/issue15.jsonl"
 TR=(bench/train_throughput.py --trainer --warmup 3 --steps 10 --json "$OUT/issue15.jsonl")
 step i15_base_1024 70 "$py" "${TR[@]}" --model yamls/modernbert-base/1-pretrain.yaml --rows 64
